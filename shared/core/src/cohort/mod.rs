@@ -1,0 +1,7 @@
+//! Cohort files: Amplitude's export naming and the streaming CSV reader.
+
+pub mod naming;
+pub mod reader;
+
+pub use naming::{DiffType, ExportName, NamingError, decode_s3_event_key, parse_export_key};
+pub use reader::{CohortDigests, ReadError, ReadStats, digest_cohort, open_maybe_gzip};

@@ -1,0 +1,225 @@
+//! Digests: the 32-byte SHA-256 values that are all we ever keep of an identifier, their deduplicated
+//! sorted set, the diff between two sets and the snapshot format that records what an audience holds.
+
+pub mod snapshot;
+
+use std::fmt;
+
+/// A SHA-256 digest of a normalized identifier.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    /// Lowercase hex, the form TikTok expects in files and mappings.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Writes the 64 lowercase hex digits into `out` without allocating.
+    pub fn encode_hex(&self, out: &mut [u8; 64]) {
+        // Infallible: the buffer is exactly twice the input length.
+        let _ = hex::encode_to_slice(self.0, out);
+    }
+
+    pub fn from_hex(s: &str) -> Option<Digest> {
+        let mut out = [0u8; 32];
+        if s.len() != 64 {
+            return None;
+        }
+        hex::decode_to_slice(s, &mut out).ok()?;
+        Some(Digest(out))
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = [0u8; 64];
+        self.encode_hex(&mut buf);
+        // hex output is ASCII
+        f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({self})")
+    }
+}
+
+/// A sorted, duplicate-free set of digests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DigestSet {
+    sorted: Vec<Digest>,
+}
+
+impl DigestSet {
+    /// Sorts and dedupes; returns the set and how many duplicates were dropped.
+    pub fn from_unsorted(mut v: Vec<Digest>) -> (DigestSet, u64) {
+        let before = v.len();
+        v.sort_unstable();
+        v.dedup();
+        let dups = (before - v.len()) as u64;
+        (DigestSet { sorted: v }, dups)
+    }
+
+    /// From a vector the caller guarantees strictly increasing (e.g. a verified snapshot).
+    pub fn from_sorted_unique(v: Vec<Digest>) -> Result<DigestSet, NotSorted> {
+        if v.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(NotSorted);
+        }
+        Ok(DigestSet { sorted: v })
+    }
+
+    pub fn len(&self) -> usize {
+        self.sorted.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sorted.is_empty()
+    }
+
+    pub fn as_slice(&self) -> &[Digest] {
+        &self.sorted
+    }
+
+    pub fn contains(&self, d: &Digest) -> bool {
+        self.sorted.binary_search(d).is_ok()
+    }
+
+    pub fn into_vec(self) -> Vec<Digest> {
+        self.sorted
+    }
+
+    /// `self + adds - removes`, all sorted: the snapshot after a run applied `adds` and `removes`.
+    pub fn apply(&self, adds: &[Digest], removes: &[Digest]) -> DigestSet {
+        let merged = merge_union(&self.sorted, adds);
+        let mut out = Vec::with_capacity(merged.len());
+        let mut r = removes.iter().peekable();
+        for d in merged {
+            while r.peek().is_some_and(|x| **x < d) {
+                r.next();
+            }
+            if r.peek().is_some_and(|x| **x == d) {
+                continue;
+            }
+            out.push(d);
+        }
+        DigestSet { sorted: out }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("digests are not strictly increasing")]
+pub struct NotSorted;
+
+fn merge_union(a: &[Digest], b: &[Digest]) -> Vec<Digest> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => {
+                out.push(a[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.push(b[j]);
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
+}
+
+/// What must be added to and removed from `base` to reach `current`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Diff {
+    pub adds: Vec<Digest>,
+    pub removes: Vec<Digest>,
+}
+
+/// Linear merge of two sorted sets.
+pub fn diff(base: &[Digest], current: &[Digest]) -> Diff {
+    let mut d = Diff::default();
+    let (mut i, mut j) = (0, 0);
+    while i < base.len() && j < current.len() {
+        match base[i].cmp(&current[j]) {
+            std::cmp::Ordering::Less => {
+                d.removes.push(base[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                d.adds.push(current[j]);
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    d.removes.extend_from_slice(&base[i..]);
+    d.adds.extend_from_slice(&current[j..]);
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn dg(n: u8) -> Digest {
+        Digest([n; 32])
+    }
+
+    #[test]
+    fn dedupe_counts_duplicates() {
+        let (s, dups) = DigestSet::from_unsorted(vec![dg(3), dg(1), dg(3), dg(2), dg(1)]);
+        assert_eq!(s.as_slice(), &[dg(1), dg(2), dg(3)]);
+        assert_eq!(dups, 2);
+    }
+
+    #[test]
+    fn diff_finds_adds_and_removes() {
+        let d = diff(&[dg(1), dg(2), dg(4)], &[dg(2), dg(3), dg(4), dg(5)]);
+        assert_eq!(d.adds, vec![dg(3), dg(5)]);
+        assert_eq!(d.removes, vec![dg(1)]);
+        assert_eq!(diff(&[], &[dg(1)]).adds, vec![dg(1)]);
+        assert_eq!(diff(&[dg(1)], &[]).removes, vec![dg(1)]);
+    }
+
+    #[test]
+    fn hex_round_trip() {
+        let d = Digest([0xab; 32]);
+        assert_eq!(d.to_hex(), "ab".repeat(32));
+        assert_eq!(Digest::from_hex(&d.to_hex()), Some(d));
+        assert_eq!(format!("{d}"), d.to_hex());
+        assert_eq!(Digest::from_hex("zz"), None);
+    }
+
+    #[test]
+    fn from_sorted_unique_rejects_disorder() {
+        assert!(DigestSet::from_sorted_unique(vec![dg(2), dg(1)]).is_err());
+        assert!(DigestSet::from_sorted_unique(vec![dg(1), dg(1)]).is_err());
+        assert!(DigestSet::from_sorted_unique(vec![dg(1), dg(2)]).is_ok());
+    }
+
+    proptest! {
+        #[test]
+        fn diff_then_apply_reaches_current(a in proptest::collection::vec(0u8..40, 0..60),
+                                           b in proptest::collection::vec(0u8..40, 0..60)) {
+            let (base, _) = DigestSet::from_unsorted(a.into_iter().map(dg).collect());
+            let (cur, _) = DigestSet::from_unsorted(b.into_iter().map(dg).collect());
+            let d = diff(base.as_slice(), cur.as_slice());
+            prop_assert_eq!(base.apply(&d.adds, &d.removes), cur.clone());
+            for x in &d.adds { prop_assert!(!base.contains(x) && cur.contains(x)); }
+            for x in &d.removes { prop_assert!(base.contains(x) && !cur.contains(x)); }
+        }
+    }
+}

@@ -1,0 +1,440 @@
+//! Ports: the small traits behind which AWS and TikTok sit. Adapters live in `audience-aws` and
+//! `audience-tiktok`; the domain and the engine only see these traits.
+
+use std::io::Read;
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use secrecy::SecretString;
+
+use crate::cohort::naming::ExportName;
+use crate::model::{
+    Advertiser, ExportRef, Integration, IntegrationStatus, KeyMapping, Lease, OAuthState,
+    PreviewRecord, RunLedger, SnapshotPointer, SnapshotRef, SyncConfig,
+};
+
+/// App-wide TikTok rate limit shared by every concurrent runner (TikTok counts requests per app, not per
+/// process). The TikTok client calls `acquire` before each request, after its own in-process limiter.
+#[async_trait::async_trait]
+pub trait RateGate: Send + Sync {
+    /// Waits until the caller may send one request. Errors are the adapter's (e.g. DynamoDB unreachable);
+    /// the caller treats them as retryable.
+    async fn acquire(&self) -> Result<(), RateGateError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("app-wide rate limiter unavailable: {message}")]
+pub struct RateGateError {
+    pub message: String,
+    /// A hint to wait before asking again, when the adapter knows one.
+    pub retry_after: Option<Duration>,
+}
+
+/// The error of every port but [`RateGate`]. Expected business outcomes (a lease held by another run, a stale
+/// export, a locked mapping...) are *not* errors: they are the `Ok` enums of the calls below.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A conditional write lost against a concurrent writer (e.g. a sync changed since it was read).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The service failed or could not be reached; retrying later may help.
+    #[error("{service} call failed: {message}")]
+    Unavailable {
+        service: &'static str,
+        message: String,
+    },
+    /// A stored item or object could not be understood.
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+impl PortError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, PortError::Unavailable { .. } | PortError::Conflict(_))
+    }
+}
+
+/// Result of [`StateStore::save_mapping`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SaveMapping {
+    /// First save (the API answers 201).
+    Created,
+    /// The identical mapping was already saved (200).
+    Unchanged,
+    /// A different mapping exists: it cannot change until the project disconnects.
+    Locked(KeyMapping),
+    /// No integration record (never connected, or disconnected).
+    NotConnected,
+}
+
+/// Result of [`StateStore::consume_oauth_state`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsumedState {
+    Consumed(OAuthState),
+    /// Never issued, or already consumed (a replay).
+    Unknown,
+    /// Issued but past its expiry: refused (and removed).
+    Expired,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseOutcome {
+    Acquired(Lease),
+    /// Another holder has an unexpired lease.
+    HeldBy(Lease),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitOutcome {
+    Committed,
+    /// The export is older (by its Amplitude timestamp) than the committed one: nothing changed.
+    Stale {
+        committed_exported_at: DateTime<Utc>,
+    },
+    /// The caller does not hold an unexpired lease: nothing changed.
+    LeaseLost,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetOutcome {
+    /// One call granted; `used` counts it.
+    Granted { used: u32 },
+    /// The day's budget is spent: defer until the next UTC day.
+    Exhausted { used: u32 },
+}
+
+/// A page of runs, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunPage {
+    pub runs: Vec<RunLedger>,
+    pub next_cursor: Option<String>,
+}
+
+/// Persistent state (DynamoDB in production). Every method is one round trip or a short conditional loop;
+/// times are passed in so callers (and tests) decide what "now" is.
+#[async_trait::async_trait]
+pub trait StateStore: Send + Sync {
+    // --- integration ---
+    async fn get_integration(&self, project_id: &str) -> Result<Option<Integration>, PortError>;
+    /// Records a (re)connection: status `connected`, advertisers, scopes, connection time. Keeps the mapping.
+    async fn record_connection(
+        &self,
+        project_id: &str,
+        advertisers: &[Advertiser],
+        scope_ids: &[u32],
+        now: DateTime<Utc>,
+    ) -> Result<Integration, PortError>;
+    /// `NotFound` when the project has no integration record.
+    async fn set_integration_status(
+        &self,
+        project_id: &str,
+        status: IntegrationStatus,
+        now: DateTime<Utc>,
+    ) -> Result<(), PortError>;
+    /// Saves the mapping (canonicalized) unless a different one exists.
+    async fn save_mapping(
+        &self,
+        project_id: &str,
+        mapping: &KeyMapping,
+        now: DateTime<Utc>,
+    ) -> Result<SaveMapping, PortError>;
+    /// Disconnect: removes the integration with its mapping. Missing is fine.
+    async fn delete_integration(&self, project_id: &str) -> Result<(), PortError>;
+
+    // --- OAuth states ---
+    /// `Conflict` if the same state value exists already.
+    async fn put_oauth_state(&self, state: &OAuthState) -> Result<(), PortError>;
+    /// Consumes a state at most once and never at or after its expiry.
+    async fn consume_oauth_state(
+        &self,
+        state: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ConsumedState, PortError>;
+
+    // --- syncs ---
+    /// `Conflict` if the sync id exists.
+    async fn create_sync(&self, sync: &SyncConfig) -> Result<(), PortError>;
+    async fn get_sync(
+        &self,
+        project_id: &str,
+        sync_id: &str,
+    ) -> Result<Option<SyncConfig>, PortError>;
+    async fn list_syncs(&self, project_id: &str) -> Result<Vec<SyncConfig>, PortError>;
+    /// Syncs of a cohort id, any project (GSI: eventually consistent, re-read with `get_sync` before acting).
+    async fn syncs_for_cohort(&self, cohort_id: &str) -> Result<Vec<SyncConfig>, PortError>;
+    /// Writes the sync's own fields if its `version` is still the stored one (`Conflict` otherwise: re-read
+    /// and reapply). Does not touch `committed`, `pending_export` or the lease. Returns the stored record.
+    async fn update_sync(&self, sync: &SyncConfig) -> Result<SyncConfig, PortError>;
+    /// Deletes the sync and its runs. Missing is fine.
+    async fn delete_sync(&self, project_id: &str, sync_id: &str) -> Result<(), PortError>;
+
+    // --- lease and the committed snapshot pointer ---
+    /// Takes the sync's lease if it is free, expired, or already the caller's (`NotFound`: no such sync).
+    async fn acquire_lease(
+        &self,
+        project_id: &str,
+        sync_id: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<LeaseOutcome, PortError>;
+    /// Extends the lease; only its holder, and only while unexpired. `None`: the lease is lost.
+    async fn renew_lease(
+        &self,
+        project_id: &str,
+        sync_id: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Lease>, PortError>;
+    /// Releases the lease if the caller holds it; `false` if it did not.
+    async fn release_lease(
+        &self,
+        project_id: &str,
+        sync_id: &str,
+        holder: &str,
+    ) -> Result<bool, PortError>;
+    /// Moves the snapshot pointer, only under the caller's unexpired lease and never to an export older than the
+    /// committed one (equal timestamps are accepted: same export re-committed, or a same-minute re-export).
+    async fn commit_snapshot(
+        &self,
+        project_id: &str,
+        sync_id: &str,
+        holder: &str,
+        pointer: &SnapshotPointer,
+        now: DateTime<Utc>,
+    ) -> Result<CommitOutcome, PortError>;
+    /// Records an export that arrived while a run held the lease; keeps the newer of the stored and the given
+    /// one. Returns whether it was stored.
+    async fn set_pending_export(
+        &self,
+        project_id: &str,
+        sync_id: &str,
+        export: &ExportRef,
+    ) -> Result<bool, PortError>;
+    /// Removes and returns the pending export, only under the caller's unexpired lease.
+    async fn take_pending_export(
+        &self,
+        project_id: &str,
+        sync_id: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ExportRef>, PortError>;
+
+    // --- run ledgers ---
+    /// Creates or replaces a run's ledger (checkpoints rewrite it).
+    async fn put_run(&self, run: &RunLedger) -> Result<(), PortError>;
+    async fn get_run(&self, sync_id: &str, run_id: &str) -> Result<Option<RunLedger>, PortError>;
+    /// Newest first. `cursor` is a previous page's `next_cursor`.
+    async fn list_runs(
+        &self,
+        sync_id: &str,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<RunPage, PortError>;
+
+    // --- TikTok's per-audience daily budget (customer-file create/update calls) ---
+    /// Takes one call from the UTC day's budget of `limit` for this audience key (the sync id: a `create` has no
+    /// TikTok audience id yet).
+    async fn try_consume_daily_call(
+        &self,
+        audience_key: &str,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<BudgetOutcome, PortError>;
+    async fn daily_calls_used(&self, audience_key: &str, day: NaiveDate) -> Result<u32, PortError>;
+
+    // --- previews ---
+    async fn put_preview(&self, preview: &PreviewRecord) -> Result<(), PortError>;
+    async fn get_preview(
+        &self,
+        project_id: &str,
+        preview_id: &str,
+    ) -> Result<Option<PreviewRecord>, PortError>;
+}
+
+/// A project's TikTok connection as kept in the vault. `Debug` redacts the token (secrecy).
+#[derive(Debug, Clone)]
+pub struct TikTokConnection {
+    pub access_token: SecretString,
+    pub advertiser_ids: Vec<String>,
+    pub scope_ids: Vec<u32>,
+    pub connected_at: DateTime<Utc>,
+}
+
+/// The TikTok app's credentials (operator-provided secret).
+#[derive(Debug, Clone)]
+pub struct AppCredentials {
+    pub app_id: String,
+    pub secret: SecretString,
+}
+
+/// Secrets (Secrets Manager in production).
+#[async_trait::async_trait]
+pub trait TokenVault: Send + Sync {
+    /// Creates or replaces the project's connection (a reconnect after a disconnect works).
+    async fn put_connection(
+        &self,
+        project_id: &str,
+        connection: &TikTokConnection,
+    ) -> Result<(), PortError>;
+    /// Read through a short in-process cache; `None` when not connected.
+    async fn get_connection(&self, project_id: &str)
+    -> Result<Option<TikTokConnection>, PortError>;
+    /// Deletes without a recovery window. Missing is fine.
+    async fn delete_connection(&self, project_id: &str) -> Result<(), PortError>;
+    /// Drops the cached entry: a runner that got a reconnect-class error re-reads once before believing it.
+    fn invalidate(&self, project_id: &str);
+    async fn app_credentials(&self) -> Result<AppCredentials, PortError>;
+    async fn admin_token(&self) -> Result<SecretString, PortError>;
+}
+
+/// What identifies one stored object version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub etag: Option<String>,
+    pub size: u64,
+    pub last_modified: Option<DateTime<Utc>>,
+    pub version_id: Option<String>,
+}
+
+/// An export file found by listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportObject {
+    pub meta: ObjectMeta,
+    pub name: ExportName,
+}
+
+impl ExportObject {
+    pub fn to_export_ref(&self) -> ExportRef {
+        ExportRef {
+            s3_key: self.meta.key.clone(),
+            exported_at: self.name.exported_at,
+            etag: self.meta.etag.clone(),
+            last_modified: self.meta.last_modified,
+        }
+    }
+}
+
+/// An open object: a blocking reader over the streamed body (bounded memory; never the whole object).
+/// Read it on a blocking thread (`tokio::task::spawn_blocking`), not inside an async task.
+pub struct ObjectReader {
+    pub meta: ObjectMeta,
+    pub body: Box<dyn Read + Send>,
+}
+
+impl std::fmt::Debug for ObjectReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectReader")
+            .field("meta", &self.meta)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Cohort exports, snapshots and reports (S3 in production).
+#[async_trait::async_trait]
+pub trait CohortStore: Send + Sync {
+    /// The newest `existing` export of the cohort under the cohort prefix (newest by the name's timestamp; ties:
+    /// the later LastModified). Keys that do not follow Amplitude's naming are ignored.
+    async fn newest_existing_export(
+        &self,
+        cohort_id: &str,
+    ) -> Result<Option<ExportObject>, PortError>;
+    /// Metadata of a raw key; `None` when missing.
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, PortError>;
+    /// Opens a raw key for streaming (`NotFound` when missing).
+    async fn open(&self, key: &str) -> Result<ObjectReader, PortError>;
+    /// Uploads a snapshot file (streamed from disk) to the sync's fixed snapshot key.
+    async fn put_snapshot(
+        &self,
+        project_id: &str,
+        sync_id: &str,
+        file: &Path,
+    ) -> Result<SnapshotRef, PortError>;
+    /// Opens a snapshot (the exact version when the ref has one).
+    async fn open_snapshot(&self, snapshot: &SnapshotRef) -> Result<ObjectReader, PortError>;
+    /// Writes a run's JSON report; returns its key.
+    async fn put_run_report(
+        &self,
+        project_id: &str,
+        sync_id: &str,
+        run_id: &str,
+        report: &serde_json::Value,
+    ) -> Result<String, PortError>;
+    /// Writes a preview's JSON report; returns its key.
+    async fn put_preview_report(
+        &self,
+        project_id: &str,
+        preview_id: &str,
+        report: &serde_json::Value,
+    ) -> Result<String, PortError>;
+    /// Reads a JSON report by key; `None` when missing.
+    async fn get_report(&self, key: &str) -> Result<Option<serde_json::Value>, PortError>;
+    /// Deletes the sync's snapshots and reports (disconnect / sync deletion). Missing is fine.
+    async fn delete_sync_objects(&self, project_id: &str, sync_id: &str) -> Result<(), PortError>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleRate {
+    Hourly,
+    Daily,
+}
+
+impl ScheduleRate {
+    pub fn expression(self) -> &'static str {
+        match self {
+            ScheduleRate::Hourly => "rate(1 hour)",
+            ScheduleRate::Daily => "rate(1 day)",
+        }
+    }
+}
+
+/// A schedule as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleInfo {
+    pub name: String,
+    pub expression: String,
+    pub enabled: bool,
+    /// The exact input the runner receives.
+    pub input: String,
+    pub target_arn: String,
+    pub role_arn: String,
+    pub flexible_window_minutes: Option<i32>,
+}
+
+/// `sync-<sync_id>`: at most 64 of `[0-9A-Za-z-_.]` (sync ids are ULIDs).
+pub fn schedule_name(sync_id: &str) -> String {
+    format!("sync-{sync_id}")
+}
+
+/// Recurring runs (EventBridge Scheduler in production): one schedule per hourly/daily sync.
+#[async_trait::async_trait]
+pub trait Schedules: Send + Sync {
+    /// Creates or updates `sync-<sync_id>` with input `{"trigger":"schedule","project_id":..,"sync_id":..}`.
+    async fn upsert_schedule(
+        &self,
+        project_id: &str,
+        sync_id: &str,
+        rate: ScheduleRate,
+        enabled: bool,
+    ) -> Result<(), PortError>;
+    /// `false` when the schedule does not exist.
+    async fn set_schedule_enabled(&self, sync_id: &str, enabled: bool) -> Result<bool, PortError>;
+    /// Missing is fine.
+    async fn delete_schedule(&self, sync_id: &str) -> Result<(), PortError>;
+    async fn get_schedule(&self, sync_id: &str) -> Result<Option<ScheduleInfo>, PortError>;
+}
+
+/// Asynchronous runs of the sync-runner (Lambda `Invoke` with `InvocationType::Event` in production).
+#[async_trait::async_trait]
+pub trait Invoker: Send + Sync {
+    async fn invoke_async(&self, payload: &serde_json::Value) -> Result<(), PortError>;
+}

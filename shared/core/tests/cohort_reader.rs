@@ -1,0 +1,163 @@
+//! The streaming reader on hand-made Amplitude-style files, with exact counts.
+
+use std::io::{Read, Write};
+
+use audience_core::cohort::reader::{ReadError, digest_reader};
+use audience_core::{KeyKind, Normalizer, SkipReason};
+use flate2::Compression;
+use flate2::write::GzEncoder;
+
+fn email() -> Normalizer {
+    Normalizer::new(KeyKind::Email, None).unwrap()
+}
+
+fn read(bytes: &[u8], column: &str) -> Result<audience_core::cohort::CohortDigests, ReadError> {
+    digest_reader(
+        std::io::Cursor::new(bytes.to_vec()),
+        false,
+        column,
+        &email(),
+    )
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = GzEncoder::new(Vec::new(), Compression::default());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn bom_crlf_quotes_header_spelling() {
+    let file = "\u{FEFF}Amplitude ID,User ID,  EMAIL \r\n\
+                1,u1,jane@example.com\r\n\
+                2,u2,\"Jane@Example.com\"\r\n\
+                3,u3,\"doe, john\"\r\n\
+                4,u4,\"multi\nline@x.com\"\r\n\
+                \r\n\
+                5,u5,\r\n\
+                6,u6\r\n\
+                7,u7,d41d8cd98f00b204e9800998ecf8427e\r\n";
+    let r = read(file.as_bytes(), "email").unwrap();
+    assert_eq!(r.stats.rows, 7, "blank line is not a row");
+    assert_eq!(r.stats.valid, 2);
+    assert_eq!(r.set.len(), 1);
+    assert_eq!(r.duplicates, 1);
+    assert_eq!(r.stats.skipped(SkipReason::InvalidEmail), 1);
+    assert_eq!(
+        r.stats.skipped(SkipReason::MalformedRow),
+        2,
+        "embedded newline and short row"
+    );
+    assert_eq!(r.stats.skipped(SkipReason::Empty), 1);
+    assert_eq!(r.stats.skipped(SkipReason::UnsupportedHash), 1);
+    assert_eq!(r.stats.rows, r.stats.valid + r.stats.total_skipped());
+}
+
+#[test]
+fn gzip_by_magic_and_by_name() {
+    let plain = b"amplitude_id,email\n1,a@b.co\n2,c@d.co\n";
+    let gz = gzip(plain);
+    let by_magic =
+        digest_reader(std::io::Cursor::new(gz.clone()), false, "email", &email()).unwrap();
+    assert_eq!(by_magic.set.len(), 2);
+    let by_name = digest_reader(std::io::Cursor::new(gz.clone()), true, "email", &email()).unwrap();
+    assert_eq!(by_name.set, by_magic.set);
+    // concatenated gzip members are read whole
+    let mut two = gzip(b"amplitude_id,email\n1,a@b.co\n");
+    two.extend(gzip(b"2,c@d.co\n"));
+    let multi = digest_reader(std::io::Cursor::new(two), true, "email", &email()).unwrap();
+    assert_eq!(multi.set, by_magic.set);
+    // a BOM inside the gzip is dropped too
+    let bom = gzip("\u{FEFF}email\nx@y.co\n".as_bytes());
+    assert_eq!(
+        digest_reader(std::io::Cursor::new(bom), true, "email", &email())
+            .unwrap()
+            .stats
+            .valid,
+        1
+    );
+}
+
+#[test]
+fn truncated_or_fake_gzip_is_a_read_error() {
+    let mut body = String::from("email\n");
+    for i in 0..5000 {
+        body.push_str(&format!("user{i}@example.com\n"));
+    }
+    let gz = gzip(body.as_bytes());
+    let cut = &gz[..gz.len() / 2];
+    match digest_reader(std::io::Cursor::new(cut.to_vec()), true, "email", &email()) {
+        Err(ReadError::Io(_)) => {}
+        other => panic!("expected a read error, got {other:?}"),
+    }
+    // a .gz name on plain text: gzip's own error, not silently read
+    assert!(matches!(
+        digest_reader(
+            std::io::Cursor::new(b"email\na@b.co\n".to_vec()),
+            true,
+            "email",
+            &email()
+        ),
+        Err(ReadError::Io(_))
+    ));
+}
+
+#[test]
+fn column_errors_name_the_headers() {
+    let e = read(b"amplitude_id,user_id,mail\n1,2,a@b.co\n", "email").unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, ReadError::ColumnNotFound { .. }));
+    assert!(
+        msg.contains("\"amplitude_id\"") && msg.contains("\"mail\""),
+        "{msg}"
+    );
+    let e = read(b"email,Email \n1,2\n", "EMAIL").unwrap_err();
+    assert!(
+        matches!(e, ReadError::AmbiguousColumn { ref positions, .. } if positions == &vec![0, 1]),
+        "{e}"
+    );
+    assert!(matches!(read(b"", "email"), Err(ReadError::Empty)));
+    assert!(matches!(read(b"\n\n", "email"), Err(ReadError::Empty)));
+    let header_only = read(b"email\n", "email").unwrap();
+    assert_eq!(header_only.stats.rows, 0);
+}
+
+#[test]
+fn non_utf8_long_and_ragged_values() {
+    let mut file = b"id,email,extra\n1,\xff\xfe@x.com,z\n2,ok@x.com\n3\n".to_vec();
+    file.extend_from_slice(format!("4,{}@x.com,z\n", "a".repeat(2000)).as_bytes());
+    // non-UTF-8 in another column does not matter: only the identifier column is decoded
+    file.extend_from_slice(b"5,other@x.com,\xff\n");
+    let r = read(&file, "email").unwrap();
+    assert_eq!(r.stats.rows, 5);
+    assert_eq!(r.stats.valid, 2, "ragged row 2 still has the column");
+    assert_eq!(r.stats.skipped(SkipReason::MalformedRow), 3);
+}
+
+#[test]
+fn unbalanced_quote_swallows_into_one_malformed_row() {
+    let mut file = String::from("id,email\n1,a@b.co\n2,\"broken@x.com\n");
+    for i in 0..100 {
+        file.push_str(&format!("{i},u{i}@x.com\n"));
+    }
+    let r = read(file.as_bytes(), "email").unwrap();
+    assert_eq!(r.stats.rows, 2);
+    assert_eq!(r.stats.valid, 1);
+    assert_eq!(r.stats.skipped(SkipReason::MalformedRow), 1);
+    assert!(r.stats.malformed_ratio() > 0.01);
+}
+
+#[test]
+fn streams_from_a_slow_reader() {
+    // a reader that hands out one byte at a time (network-like short reads), gzip included
+    struct OneByte(std::io::Cursor<Vec<u8>>);
+    impl Read for OneByte {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(1);
+            self.0.read(&mut buf[..n])
+        }
+    }
+    let gz = gzip("\u{FEFF}email\na@b.co\nc@d.co\n".as_bytes());
+    let r = digest_reader(OneByte(std::io::Cursor::new(gz)), false, "email", &email()).unwrap();
+    assert_eq!(r.set.len(), 2);
+}
