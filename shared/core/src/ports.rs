@@ -74,6 +74,15 @@ pub enum SaveMapping {
     NotConnected,
 }
 
+/// Result of [`StateStore::create_sync`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum CreateSync {
+    /// Stored (with its first `version`).
+    Created(SyncConfig),
+    /// The project already has a sync for this (cohort id, advertiser id, write mode).
+    Exists(SyncConfig),
+}
+
 /// Result of [`StateStore::consume_oauth_state`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConsumedState {
@@ -159,8 +168,10 @@ pub trait StateStore: Send + Sync {
     ) -> Result<ConsumedState, PortError>;
 
     // --- syncs ---
+    /// Creates the sync unless the project already has one for the same (cohort id, advertiser id, write
+    /// mode): then that one is returned (the API's idempotent creation, safe under concurrent requests).
     /// `Conflict` if the sync id exists.
-    async fn create_sync(&self, sync: &SyncConfig) -> Result<(), PortError>;
+    async fn create_sync(&self, sync: &SyncConfig) -> Result<CreateSync, PortError>;
     async fn get_sync(
         &self,
         project_id: &str,

@@ -402,7 +402,7 @@ fn key_kind_and_reason_names() {
 // ---- properties ----
 
 fn email_like() -> impl Strategy<Value = String> {
-    "[ \\tA-Za-z0-9.+_'@-]{0,40}"
+    "[ \\t\\r\\nA-Za-z0-9.+_'@\u{0B}-]{0,40}"
 }
 
 proptest! {
@@ -421,6 +421,32 @@ proptest! {
             email::normalize_unicode(v).map(|t| sha256(t.as_bytes()))
         };
         prop_assert_eq!(e.digest(&s), reference);
+    }
+
+    /// The one-pass field path equals "line-break check, UTF-8, then the reference rule" on any bytes.
+    #[test]
+    fn email_field_path_equals_reference(s in "[ \\t\\r\\nA-Za-z0-9.+_'@\u{0B}\u{0C}é-]{0,70}") {
+        let e = n(KeyKind::Email);
+        let reference = if s.contains(['\n', '\r']) {
+            Err(SkipReason::MalformedRow)
+        } else {
+            let v = trim_blanks(&s);
+            if v.is_empty() {
+                Err(SkipReason::Empty)
+            } else if let Some(d) = parse_sha256_hex(v) {
+                Ok(d)
+            } else {
+                email::normalize_unicode(v).map(|t| sha256(t.as_bytes()))
+            }
+        };
+        prop_assert_eq!(e.digest_field(s.as_bytes()), reference);
+    }
+
+    /// The one-block SHA-256 equals the library's on every length.
+    #[test]
+    fn short_sha256_equals_library(v in proptest::collection::vec(any::<u8>(), 0..140)) {
+        let lib: [u8; 32] = Sha256::digest(&v).into();
+        prop_assert_eq!(sha256(&v).0, lib);
     }
 
     /// Feeding a digest back in gives the same digest (pre-hashed values are never hashed twice).

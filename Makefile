@@ -1,0 +1,41 @@
+# audience-sync: the commands a user and CI run. `make demo` and `make test` work on a fresh machine:
+# they create the Python venv (moto server for AWS tests) themselves.
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+MOTO := $(VENV)/bin/moto_server
+CARGO ?= cargo
+
+.PHONY: test lint fmt-check clippy unit bench demo venv clean-venv
+
+$(MOTO):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==5.2.5'
+
+venv: $(MOTO)
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+lint: fmt-check clippy
+
+# All tests. AWS tests start their own moto server from the venv (or use AWS_ENDPOINT_URL if set).
+unit: venv
+	MOTO_SERVER=$(abspath $(MOTO)) $(CARGO) test --workspace
+
+test: lint unit
+
+bench:
+	$(CARGO) bench -p audience-core --bench pipeline
+
+# The local demo (today: the pre-flight CLI on a generated Amplitude-style export; see README).
+demo:
+	$(CARGO) build --quiet -p audience-sync-cli
+	./scripts/demo.sh target/debug/audience-sync
+
+clean-venv:
+	rm -rf $(VENV)
