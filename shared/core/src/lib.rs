@@ -8,6 +8,7 @@ pub mod identifiers;
 pub mod model;
 pub mod ports;
 pub mod report;
+pub mod sync;
 
 pub use digests::{Diff, Digest, DigestSet, diff};
 pub use identifiers::{KeyKind, Normalizer, RULE_VERSION, SkipReason};

@@ -1,6 +1,8 @@
 //! Ports: the small traits behind which AWS and TikTok sit. Adapters live in `audience-aws` and
 //! `audience-tiktok`; the domain and the engine only see these traits.
 
+pub mod memory;
+
 use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
@@ -271,6 +273,35 @@ pub trait StateStore: Send + Sync {
     ) -> Result<Option<PreviewRecord>, PortError>;
 }
 
+/// Read-modify-write of a sync under optimistic concurrency: applies `change` to the current record and stores
+/// it, re-reading and re-applying when a concurrent writer got there first (up to 8 times). `NotFound` when the
+/// sync does not exist. `change` must be repeatable (it may run more than once).
+pub async fn update_sync_with<F>(
+    store: &dyn StateStore,
+    project_id: &str,
+    sync_id: &str,
+    mut change: F,
+) -> Result<SyncConfig, PortError>
+where
+    F: FnMut(&mut SyncConfig) + Send,
+{
+    let mut last = None;
+    for _ in 0..8 {
+        let Some(mut sync) = store.get_sync(project_id, sync_id).await? else {
+            return Err(PortError::NotFound(format!("sync {sync_id}")));
+        };
+        change(&mut sync);
+        match store.update_sync(&sync).await {
+            Ok(stored) => return Ok(stored),
+            Err(PortError::Conflict(m)) => last = Some(m),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(PortError::Conflict(last.unwrap_or_else(|| {
+        format!("sync {sync_id} keeps changing")
+    })))
+}
+
 /// A project's TikTok connection as kept in the vault. `Debug` redacts the token (secrecy).
 #[derive(Debug, Clone)]
 pub struct TikTokConnection {
@@ -419,6 +450,28 @@ pub struct ScheduleInfo {
     pub target_arn: String,
     pub role_arn: String,
     pub flexible_window_minutes: Option<i32>,
+}
+
+#[derive(serde::Serialize)]
+struct ScheduleInput<'a> {
+    trigger: &'static str,
+    project_id: &'a str,
+    sync_id: &'a str,
+}
+
+/// The exact input a schedule gives the sync-runner: `{"trigger":"schedule","project_id":..,"sync_id":..}`
+/// (fields in that order).
+pub fn schedule_input(project_id: &str, sync_id: &str) -> String {
+    let input = ScheduleInput {
+        trigger: "schedule",
+        project_id,
+        sync_id,
+    };
+    // Serializing three strings cannot fail; an equivalent form regardless.
+    serde_json::to_string(&input).unwrap_or_else(|_| {
+        serde_json::json!({"trigger": "schedule", "project_id": project_id, "sync_id": sync_id})
+            .to_string()
+    })
 }
 
 /// `sync-<sync_id>`: at most 64 of `[0-9A-Za-z-_.]` (sync ids are ULIDs).

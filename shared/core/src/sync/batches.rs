@@ -1,0 +1,120 @@
+//! TikTok batches: the diff cut into what one TikTok call carries.
+//! - customer files: digests as lowercase hex, one per line, in files of bounded size; at most
+//!   `files_per_call` file paths per create/update call;
+//! - streaming: at most 10,000 digests per `segment/mapping` request.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use crate::digests::Digest;
+
+/// TikTok's documented maximum of users per `segment/mapping` request.
+pub const MAX_MAPPING_BATCH: usize = 10_000;
+/// TikTok allows 1-500 file paths per call and recommends fewer than 50.
+pub const DEFAULT_FILES_PER_CALL: usize = 50;
+/// 1M digests make a 65 MB file: well under TikTok's 1 GB, few uploads for large cohorts.
+pub const DEFAULT_DIGESTS_PER_FILE: usize = 1_000_000;
+
+/// One TikTok call's worth of a sorted change list: `range` indexes the adds or removes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallBatch {
+    pub range: Range<usize>,
+    /// For customer files: the sub-ranges that become one file each.
+    pub files: Vec<Range<usize>>,
+}
+
+/// Plans customer-file calls over `len` digests.
+pub fn plan_file_calls(
+    len: usize,
+    digests_per_file: usize,
+    files_per_call: usize,
+) -> Vec<CallBatch> {
+    let per_file = digests_per_file.max(1);
+    let per_call = files_per_call.max(1);
+    let files: Vec<Range<usize>> = (0..len)
+        .step_by(per_file)
+        .map(|s| s..(s + per_file).min(len))
+        .collect();
+    files
+        .chunks(per_call)
+        .map(|group| CallBatch {
+            range: group[0].start..group[group.len() - 1].end,
+            files: group.to_vec(),
+        })
+        .collect()
+}
+
+/// Plans streaming calls over `len` digests.
+pub fn plan_mapping_calls(len: usize, batch: usize) -> Vec<CallBatch> {
+    let batch = batch.clamp(1, MAX_MAPPING_BATCH);
+    (0..len)
+        .step_by(batch)
+        .map(|s| CallBatch {
+            range: s..(s + batch).min(len),
+            files: Vec::new(),
+        })
+        .collect()
+}
+
+/// Writes digests as a TikTok customer file (`.csv`, no header, one lowercase hex digest per line).
+pub fn write_digest_file(dir: &Path, name: &str, digests: &[Digest]) -> io::Result<PathBuf> {
+    let path = dir.join(format!("{name}.csv"));
+    let mut w = BufWriter::with_capacity(1 << 20, File::create(&path)?);
+    let mut line = [0u8; 65];
+    line[64] = b'\n';
+    for d in digests {
+        let (hex, _) = line.split_at_mut(64);
+        let hex: &mut [u8; 64] = hex
+            .try_into()
+            .map_err(|_| io::Error::other("buffer size"))?;
+        d.encode_hex(hex);
+        w.write_all(&line)?;
+    }
+    w.flush()?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_calls_cover_everything_once() {
+        let calls = plan_file_calls(1050, 100, 3);
+        assert_eq!(calls.len(), 4);
+        assert_eq!(calls[0].range, 0..300);
+        assert_eq!(calls[0].files, vec![0..100, 100..200, 200..300]);
+        assert_eq!(calls[3].range, 900..1050);
+        assert_eq!(calls[3].files, vec![900..1000, 1000..1050]);
+        assert!(plan_file_calls(0, 100, 3).is_empty());
+        // one call for a 1 %-churn resync of 10M users with the defaults
+        assert_eq!(
+            plan_file_calls(100_000, DEFAULT_DIGESTS_PER_FILE, DEFAULT_FILES_PER_CALL).len(),
+            1
+        );
+        // and one create for a 10M first sync
+        assert_eq!(
+            plan_file_calls(10_000_000, DEFAULT_DIGESTS_PER_FILE, DEFAULT_FILES_PER_CALL).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn mapping_calls_never_exceed_10k() {
+        let calls = plan_mapping_calls(25_001, 50_000);
+        assert_eq!(
+            calls.iter().map(|c| c.range.len()).collect::<Vec<_>>(),
+            vec![10_000, 10_000, 5_001]
+        );
+    }
+
+    #[test]
+    fn digest_file_is_hex_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write_digest_file(dir.path(), "f", &[Digest([0xab; 32]), Digest([1; 32])]).unwrap();
+        let text = std::fs::read_to_string(p).unwrap();
+        assert_eq!(text, format!("{}\n{}\n", "ab".repeat(32), "01".repeat(32)));
+    }
+}

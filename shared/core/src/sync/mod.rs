@@ -1,0 +1,13 @@
+//! The sync engine: newest export → digests → diff against the committed snapshot → TikTok batches →
+//! ledger. `engine` orchestrates one run over the ports; the other modules are pure.
+
+pub mod api;
+pub mod batches;
+pub mod engine;
+pub mod input;
+pub mod ledger;
+pub mod plan;
+
+pub use api::AudienceApi;
+pub use engine::{Deps, Engine, EngineSettings};
+pub use input::RunnerInput;

@@ -1,0 +1,242 @@
+//! The client's one error type. TikTok answers almost everything with HTTP 200 and a `code`; the code (or
+//! the absence of an envelope) decides what the caller should do, given as [`ErrorAction`].
+
+use std::fmt;
+
+/// What the caller should do about an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorAction {
+    /// Transient (server error, task not ready, write conflict, limiter unavailable): retry later.
+    Retry,
+    /// A rate or frequency limit (app QPS, advertiser limits, the audience's daily budget): back off.
+    RateLimited,
+    /// The token is missing, expired, revoked or does not cover the advertiser, a scope is missing, or the
+    /// auth code is invalid: the connection must be re-authorized; retrying does not help.
+    ReconnectRequired,
+    /// The request is wrong (bad parameters, local validation): fix it, do not retry.
+    InvalidRequest,
+    /// The object does not exist (e.g. the audience was deleted on TikTok's side).
+    NotFound,
+    /// An audience edit TikTok refuses now (fewer than 1,000 matched users after it, or still processing):
+    /// hold the change for a later run.
+    NotEditable,
+    /// TikTok rejected a customer file (signature, suffix, calculate_type, ...): fix the file.
+    FileRejected,
+    /// Too many ids in one request: split the batch.
+    BatchTooLarge,
+    /// The app itself is not set up for this (not allow-listed, no permission): operator must fix config.
+    Configuration,
+    /// No TikTok envelope came back (HTTP 429/5xx without envelope, dropped connection, timeout): the
+    /// request may or may not have been applied.
+    OutcomeUnknown,
+}
+
+impl ErrorAction {
+    /// Whether the client's own retry loop may retry this for an operation that is safe to repeat.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorAction::Retry | ErrorAction::RateLimited | ErrorAction::OutcomeUnknown
+        )
+    }
+}
+
+impl fmt::Display for ErrorAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Where a code came from: 40002 means "not editable" only on an audience edit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CallKind {
+    AudienceEdit,
+    Other,
+}
+
+/// Success codes: 0, 20001 (partial success) and 40050 (duplicated request: already done).
+pub fn is_success_code(code: i64) -> bool {
+    matches!(code, 0 | 20001 | 40050)
+}
+
+/// TikTok's documented codes → what to do.
+pub(crate) fn classify(code: i64, kind: CallKind) -> ErrorAction {
+    match code {
+        40100 | 40133 | 40016 | 40132 | 61000 => ErrorAction::RateLimited,
+        40001 | 40102 | 40104 | 40105 | 40106 | 40110 => ErrorAction::ReconnectRequired,
+        40007 => ErrorAction::NotFound,
+        40002 if kind == CallKind::AudienceEdit => ErrorAction::NotEditable,
+        40011 | 40061 => ErrorAction::BatchTooLarge,
+        40118 | 40125 | 40130 => ErrorAction::Configuration,
+        40200..=40202 => ErrorAction::Retry,
+        40900..=40999 => ErrorAction::FileRejected,
+        50000..=52999 | 60001 => ErrorAction::Retry,
+        _ => ErrorAction::InvalidRequest,
+    }
+}
+
+/// A failed TikTok call. Never contains a token or a secret (URLs are stripped from transport errors).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "TikTok {endpoint}: {action} (code {code:?}, http {http_status:?}): {message} [request_id {request_id:?}, attempts {attempts}]"
+)]
+pub struct TikTokError {
+    action: ErrorAction,
+    endpoint: &'static str,
+    code: Option<i64>,
+    message: String,
+    request_id: Option<String>,
+    http_status: Option<u16>,
+    attempts: u32,
+    completed_items: usize,
+    retry_after: Option<std::time::Duration>,
+}
+
+impl TikTokError {
+    pub(crate) fn new(
+        action: ErrorAction,
+        endpoint: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        TikTokError {
+            action,
+            endpoint,
+            code: None,
+            message: message.into(),
+            request_id: None,
+            http_status: None,
+            attempts: 0,
+            completed_items: 0,
+            retry_after: None,
+        }
+    }
+
+    pub(crate) fn api(
+        endpoint: &'static str,
+        code: i64,
+        message: String,
+        request_id: Option<String>,
+        kind: CallKind,
+    ) -> Self {
+        TikTokError {
+            code: Some(code),
+            request_id,
+            http_status: Some(200),
+            ..TikTokError::new(classify(code, kind), endpoint, message)
+        }
+    }
+
+    pub(crate) fn invalid(endpoint: &'static str, message: impl Into<String>) -> Self {
+        TikTokError::new(ErrorAction::InvalidRequest, endpoint, message)
+    }
+
+    pub(crate) fn with_http_status(mut self, s: Option<u16>) -> Self {
+        self.http_status = s;
+        self
+    }
+    pub(crate) fn with_request_id(mut self, r: Option<String>) -> Self {
+        self.request_id = r;
+        self
+    }
+    pub(crate) fn with_attempts(mut self, n: u32) -> Self {
+        self.attempts = n;
+        self
+    }
+    pub(crate) fn with_retry_after(mut self, d: Option<std::time::Duration>) -> Self {
+        self.retry_after = d;
+        self
+    }
+    pub(crate) fn with_completed(mut self, n: usize) -> Self {
+        self.completed_items = n;
+        self
+    }
+
+    /// What the caller should do.
+    pub fn action(&self) -> ErrorAction {
+        self.action
+    }
+    /// The endpoint path, e.g. `dmp/custom_audience/update/`.
+    pub fn endpoint(&self) -> &'static str {
+        self.endpoint
+    }
+    /// TikTok's `code`, when an envelope came back.
+    pub fn code(&self) -> Option<i64> {
+        self.code
+    }
+    /// TikTok's `message`, or a description of the transport failure / local validation error.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+    /// TikTok's `request_id`, when an envelope came back.
+    pub fn request_id(&self) -> Option<&str> {
+        self.request_id.as_deref()
+    }
+    /// The HTTP status, when a response came back.
+    pub fn http_status(&self) -> Option<u16> {
+        self.http_status
+    }
+    /// How many HTTP attempts were made (0 when the request failed local validation).
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+    /// The least wait before trying again, when known (from the app-wide rate gate).
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        self.retry_after
+    }
+    /// For calls the client splits (segment mappings): how many input items were confirmed applied before
+    /// this error. Everything after them was not sent or not confirmed.
+    pub fn completed_items(&self) -> usize {
+        self.completed_items
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_map_to_actions() {
+        use ErrorAction::*;
+        let other = CallKind::Other;
+        let cases = [
+            (40100, RateLimited),
+            (40133, RateLimited),
+            (40016, RateLimited),
+            (40132, RateLimited),
+            (61000, RateLimited),
+            (40001, ReconnectRequired),
+            (40102, ReconnectRequired),
+            (40104, ReconnectRequired),
+            (40105, ReconnectRequired),
+            (40106, ReconnectRequired),
+            (40110, ReconnectRequired),
+            (40007, NotFound),
+            (40002, InvalidRequest),
+            (40000, InvalidRequest),
+            (40011, BatchTooLarge),
+            (40061, BatchTooLarge),
+            (40118, Configuration),
+            (40200, Retry),
+            (40201, Retry),
+            (40202, Retry),
+            (40900, FileRejected),
+            (40908, FileRejected),
+            (40915, FileRejected),
+            (50000, Retry),
+            (50002, Retry),
+            (51004, Retry),
+            (52001, Retry),
+            (60001, Retry),
+        ];
+        for (code, want) in cases {
+            assert_eq!(classify(code, other), want, "code {code}");
+        }
+        assert_eq!(classify(40002, CallKind::AudienceEdit), NotEditable);
+    }
+
+    #[test]
+    fn success_codes() {
+        assert!(is_success_code(0) && is_success_code(20001) && is_success_code(40050));
+        assert!(!is_success_code(40000) && !is_success_code(1));
+    }
+}
