@@ -1,0 +1,401 @@
+//! `CohortStore` on S3: Amplitude's exports under the cohort prefix (read-only to us), snapshots and JSON
+//! reports under their own prefixes.
+//!
+//! Key layout (prefixes from `Config`):
+//! - exports: `<cohort_prefix>/<anything>/<cohortID>_<timestamp>_<difftype>[_<routingkey>].csv[.gz]` (raw keys)
+//! - committed snapshot: `<snapshot_prefix>/<project_id>/<sync_id>/committed.snapshot` (fixed key; the bucket
+//!   versions it, so a pointer names the exact version)
+//! - run report: `<report_prefix>/<project_id>/<sync_id>/runs/<run_id>.json`
+//! - preview report: `<report_prefix>/<project_id>/previews/<preview_id>.json`
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use audience_core::cohort::naming::{DiffType, parse_export_key};
+use audience_core::model::SnapshotRef;
+use audience_core::ports::{CohortStore, ExportObject, ObjectMeta, ObjectReader, PortError};
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+use chrono::{DateTime, Utc};
+use tokio_util::io::SyncIoBridge;
+
+use crate::config::join_key;
+use crate::error::{corrupt, unavailable};
+
+const SERVICE: &str = "S3";
+
+#[derive(Clone, Debug)]
+pub struct S3CohortStore {
+    client: Client,
+    bucket: String,
+    cohort_prefix: String,
+    snapshot_prefix: String,
+    report_prefix: String,
+    list_page_size: Option<i32>,
+}
+
+fn to_chrono(t: Option<&aws_sdk_s3::primitives::DateTime>) -> Option<DateTime<Utc>> {
+    t.and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
+}
+
+fn size_of(len: Option<i64>) -> u64 {
+    len.unwrap_or(0).max(0) as u64
+}
+
+impl S3CohortStore {
+    pub fn new(
+        client: Client,
+        bucket: impl Into<String>,
+        cohort_prefix: impl Into<String>,
+        snapshot_prefix: impl Into<String>,
+        report_prefix: impl Into<String>,
+    ) -> S3CohortStore {
+        S3CohortStore {
+            client,
+            bucket: bucket.into(),
+            cohort_prefix: cohort_prefix.into().trim_matches('/').to_string(),
+            snapshot_prefix: snapshot_prefix.into().trim_matches('/').to_string(),
+            report_prefix: report_prefix.into().trim_matches('/').to_string(),
+            list_page_size: None,
+        }
+    }
+
+    /// Keys per listing page (S3's default is 1000); small pages exercise pagination in tests.
+    pub fn with_list_page_size(mut self, keys: i32) -> S3CohortStore {
+        self.list_page_size = Some(keys.max(1));
+        self
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    pub fn snapshot_key(&self, project_id: &str, sync_id: &str) -> String {
+        join_key(&[
+            &self.snapshot_prefix,
+            project_id,
+            sync_id,
+            "committed.snapshot",
+        ])
+    }
+
+    pub fn run_report_key(&self, project_id: &str, sync_id: &str, run_id: &str) -> String {
+        join_key(&[
+            &self.report_prefix,
+            project_id,
+            sync_id,
+            "runs",
+            &format!("{run_id}.json"),
+        ])
+    }
+
+    pub fn preview_report_key(&self, project_id: &str, preview_id: &str) -> String {
+        join_key(&[
+            &self.report_prefix,
+            project_id,
+            "previews",
+            &format!("{preview_id}.json"),
+        ])
+    }
+
+    /// The listing prefix: everything under the cohort prefix ("" = the whole bucket).
+    fn cohort_list_prefix(&self) -> String {
+        if self.cohort_prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.cohort_prefix)
+        }
+    }
+
+    async fn get(&self, key: &str, version_id: Option<&str>) -> Result<ObjectReader, PortError> {
+        let res = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_version_id(version_id.map(str::to_string))
+            .send()
+            .await;
+        let out = match res {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                return Err(PortError::NotFound(format!("s3://{}/{key}", self.bucket)));
+            }
+            Err(e) => return Err(unavailable(SERVICE, e)),
+        };
+        let meta = ObjectMeta {
+            key: key.to_string(),
+            etag: out.e_tag.clone(),
+            size: size_of(out.content_length),
+            last_modified: to_chrono(out.last_modified.as_ref()),
+            version_id: out.version_id.clone(),
+        };
+        // The body streams from the connection as it is read (hyper's flow control): memory stays at a few
+        // buffered chunks whatever the object size.
+        let reader = Box::pin(out.body.into_async_read());
+        let body = SyncIoBridge::new_with_handle(reader, tokio::runtime::Handle::current());
+        Ok(ObjectReader {
+            meta,
+            body: Box::new(body),
+        })
+    }
+
+    async fn put_json(&self, key: &str, value: &serde_json::Value) -> Result<String, PortError> {
+        let body =
+            serde_json::to_vec_pretty(value).map_err(|e| PortError::Invalid(e.to_string()))?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type("application/json")
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| unavailable(SERVICE, e))?;
+        Ok(key.to_string())
+    }
+
+    /// Deletes every version (and delete marker) under a prefix.
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), PortError> {
+        let mut key_marker: Option<String> = None;
+        let mut version_marker: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(|e| unavailable(SERVICE, e))?;
+            let mut ids = Vec::new();
+            for v in out.versions() {
+                if let Some(k) = v.key() {
+                    ids.push((k.to_string(), v.version_id().map(str::to_string)));
+                }
+            }
+            for m in out.delete_markers() {
+                if let Some(k) = m.key() {
+                    ids.push((k.to_string(), m.version_id().map(str::to_string)));
+                }
+            }
+            for chunk in ids.chunks(1000) {
+                let objects = chunk
+                    .iter()
+                    .map(|(k, v)| {
+                        ObjectIdentifier::builder()
+                            .key(k)
+                            .set_version_id(v.clone().filter(|v| v != "null"))
+                            .build()
+                            .map_err(|e| PortError::Invalid(e.to_string()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let delete = Delete::builder()
+                    .set_objects(Some(objects))
+                    .quiet(true)
+                    .build()
+                    .map_err(|e| PortError::Invalid(e.to_string()))?;
+                self.client
+                    .delete_objects()
+                    .bucket(&self.bucket)
+                    .delete(delete)
+                    .send()
+                    .await
+                    .map_err(|e| unavailable(SERVICE, e))?;
+            }
+            if out.is_truncated() == Some(true) {
+                key_marker = out.next_key_marker;
+                version_marker = out.next_version_id_marker;
+                if key_marker.is_none() {
+                    return Ok(());
+                }
+            } else {
+                return Ok(());
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl CohortStore for S3CohortStore {
+    async fn newest_existing_export(
+        &self,
+        cohort_id: &str,
+    ) -> Result<Option<ExportObject>, PortError> {
+        let mut best: Option<ExportObject> = None;
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(self.cohort_list_prefix())
+            .set_max_keys(self.list_page_size)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| unavailable(SERVICE, e))?;
+            for obj in page.contents() {
+                let Some(key) = obj.key() else { continue };
+                // Listed keys are raw: parsed as they are, never URL-decoded.
+                let Ok(name) = parse_export_key(key) else {
+                    continue;
+                };
+                if name.cohort_id != cohort_id || name.difftype != DiffType::Existing {
+                    continue;
+                }
+                let candidate = ExportObject {
+                    meta: ObjectMeta {
+                        key: key.to_string(),
+                        etag: obj.e_tag().map(str::to_string),
+                        size: size_of(obj.size()),
+                        last_modified: to_chrono(obj.last_modified()),
+                        version_id: None,
+                    },
+                    name,
+                };
+                let newer = match &best {
+                    None => true,
+                    Some(b) => {
+                        (candidate.name.exported_at, candidate.meta.last_modified)
+                            > (b.name.exported_at, b.meta.last_modified)
+                    }
+                };
+                if newer {
+                    best = Some(candidate);
+                }
+            }
+        }
+        Ok(best)
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, PortError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(ObjectMeta {
+                key: key.to_string(),
+                etag: out.e_tag,
+                size: size_of(out.content_length),
+                last_modified: to_chrono(out.last_modified.as_ref()),
+                version_id: out.version_id,
+            })),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
+            Err(e) => Err(unavailable(SERVICE, e)),
+        }
+    }
+
+    async fn open(&self, key: &str) -> Result<ObjectReader, PortError> {
+        self.get(key, None).await
+    }
+
+    async fn put_snapshot(
+        &self,
+        project_id: &str,
+        sync_id: &str,
+        file: &Path,
+    ) -> Result<SnapshotRef, PortError> {
+        let key = self.snapshot_key(project_id, sync_id);
+        let size = tokio::fs::metadata(file)
+            .await
+            .map_err(|e| PortError::Invalid(format!("snapshot file {}: {e}", file.display())))?
+            .len();
+        // Streamed from disk: a 10M-digest snapshot (320 MB) is never in memory.
+        let body = ByteStream::from_path(file)
+            .await
+            .map_err(|e| PortError::Invalid(format!("snapshot file {}: {e}", file.display())))?;
+        let out = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .content_type("application/octet-stream")
+            .content_length(size as i64)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| unavailable(SERVICE, e))?;
+        Ok(SnapshotRef {
+            key,
+            version_id: out.version_id,
+            etag: out.e_tag,
+            size,
+        })
+    }
+
+    async fn open_snapshot(&self, snapshot: &SnapshotRef) -> Result<ObjectReader, PortError> {
+        let reader = self
+            .get(&snapshot.key, snapshot.version_id.as_deref())
+            .await?;
+        if let (Some(want), Some(got)) = (&snapshot.etag, &reader.meta.etag)
+            && want != got
+        {
+            return Err(corrupt(format!(
+                "snapshot {} changed (ETag {got}, expected {want})",
+                snapshot.key
+            )));
+        }
+        Ok(reader)
+    }
+
+    async fn put_run_report(
+        &self,
+        project_id: &str,
+        sync_id: &str,
+        run_id: &str,
+        report: &serde_json::Value,
+    ) -> Result<String, PortError> {
+        self.put_json(&self.run_report_key(project_id, sync_id, run_id), report)
+            .await
+    }
+
+    async fn put_preview_report(
+        &self,
+        project_id: &str,
+        preview_id: &str,
+        report: &serde_json::Value,
+    ) -> Result<String, PortError> {
+        self.put_json(&self.preview_report_key(project_id, preview_id), report)
+            .await
+    }
+
+    async fn get_report(&self, key: &str) -> Result<Option<serde_json::Value>, PortError> {
+        let res = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await;
+        let out = match res {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
+            Err(e) => return Err(unavailable(SERVICE, e)),
+        };
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| unavailable(SERVICE, e))?
+            .into_bytes();
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| corrupt(format!("report {key}: {e}")))
+    }
+
+    async fn delete_sync_objects(&self, project_id: &str, sync_id: &str) -> Result<(), PortError> {
+        let snapshots = format!(
+            "{}/",
+            join_key(&[&self.snapshot_prefix, project_id, sync_id])
+        );
+        let reports = format!("{}/", join_key(&[&self.report_prefix, project_id, sync_id]));
+        self.delete_prefix(&snapshots).await?;
+        self.delete_prefix(&reports).await
+    }
+}

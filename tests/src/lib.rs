@@ -1,0 +1,402 @@
+//! Shared test support: the moto server harness (and later the local stack).
+//!
+//! - [`moto_endpoint`]: `AWS_ENDPOINT_URL` when set (an external moto, e.g. the local stack's), else a
+//!   `moto_server` started once per test process on a free port. The server is killed when the test process
+//!   ends, however it ends (`PR_SET_PDEATHSIG`), so none outlives a test run.
+//! - [`sdk_config`] / [`clients`]: SDK clients pointed at it with fake credentials and a fixed region.
+//! - [`unique_name`]: resource names unique per test, so tests run in parallel against one server.
+//! - [`TestEnv`]: a fresh table, bucket and schedule group, provisioned as the SAM template does.
+//! - [`RecordingServer`]: a tiny HTTP server that records requests (e.g. Lambda `Invoke`, which moto cannot run).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use audience_aws::{AwsClients, provision};
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_dynamodb::config::{Credentials, Region};
+
+/// Region given to the SDK (moto accepts any).
+pub const REGION: &str = "us-east-1";
+/// moto's default account id, for ARNs.
+pub const ACCOUNT_ID: &str = "123456789012";
+
+static MOTO: OnceLock<std::result::Result<String, String>> = OnceLock::new();
+
+/// The endpoint of the moto server for this test process (starting one if needed). Panics with the reason when
+/// none can be had: every AWS test needs it.
+pub fn moto_endpoint() -> &'static str {
+    let res = MOTO.get_or_init(|| {
+        if let Some(url) = std::env::var("AWS_ENDPOINT_URL")
+            .ok()
+            .filter(|u| !u.trim().is_empty())
+        {
+            return Ok(url.trim().trim_end_matches('/').to_string());
+        }
+        start_moto().map_err(|e| format!("{e:#}"))
+    });
+    match res {
+        Ok(url) => url,
+        Err(e) => panic!("no moto server: {e}"),
+    }
+}
+
+/// Where `moto_server` is: `MOTO_SERVER`, else the workspace venv (`.venv/bin/moto_server`, created by
+/// `make test`), else `PATH`.
+pub fn find_moto_server() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("MOTO_SERVER").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return Ok(p);
+        }
+        bail!("MOTO_SERVER={} is not a file", p.display());
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server");
+    if venv.is_file() {
+        return Ok(venv);
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let p = dir.join("moto_server");
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+    }
+    bail!(
+        "moto_server not found: set MOTO_SERVER, or create the venv with `python3 -m venv .venv && \
+         .venv/bin/pip install 'moto[server]==5.2.5'` (make test does), or set AWS_ENDPOINT_URL to a running moto"
+    )
+}
+
+fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+fn start_moto() -> Result<String> {
+    let exe = find_moto_server()?;
+    let mut last_err = anyhow!("not started");
+    // A free port can be taken between probing and moto binding it: try a few.
+    for _ in 0..3 {
+        let port = free_port()?;
+        let log = std::env::temp_dir().join(format!("moto-{}-{port}.log", std::process::id()));
+        match spawn_supervised(&exe, port, &log) {
+            Ok(()) => {}
+            Err(e) => {
+                last_err = e;
+                continue;
+            }
+        }
+        let url = format!("http://127.0.0.1:{port}");
+        match wait_until_answers(port, Duration::from_secs(60)) {
+            Ok(()) => return Ok(url),
+            Err(e) => {
+                let tail = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: String = tail
+                    .chars()
+                    .rev()
+                    .take(2000)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                last_err = e.context(format!("moto_server log ({}):\n{tail}", log.display()));
+            }
+        }
+    }
+    Err(last_err)
+}
+
+/// Spawns moto from a thread that lives as long as the process: `PR_SET_PDEATHSIG` fires when the spawning
+/// *thread* exits, so it must not be a test's thread. The thread waits on the child (reaping it).
+fn spawn_supervised(exe: &Path, port: u16, log: &Path) -> Result<()> {
+    let (tx, rx) = mpsc::channel::<Result<()>>();
+    let exe = exe.to_path_buf();
+    let log = log.to_path_buf();
+    std::thread::Builder::new()
+        .name(format!("moto-{port}"))
+        .spawn(move || {
+            let child = spawn_moto(&exe, port, &log);
+            match child {
+                Ok(mut child) => {
+                    let _ = tx.send(Ok(()));
+                    let _ = child.wait();
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        })
+        .context("starting the moto supervisor thread")?;
+    rx.recv().context("moto supervisor thread ended")?
+}
+
+fn spawn_moto(exe: &Path, port: u16, log: &Path) -> Result<Child> {
+    use std::os::unix::process::CommandExt;
+    let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let err = out.try_clone()?;
+    let parent = std::process::id() as libc::pid_t;
+    let mut cmd = Command::new(exe);
+    cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+        .with_context(|| format!("spawning {}", exe.display()))
+}
+
+fn wait_until_answers(port: u16, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let req = format!(
+                "GET /moto-api/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+            );
+            if s.write_all(req.as_bytes()).is_ok() {
+                let mut buf = [0u8; 12];
+                if s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/") {
+                    return Ok(());
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("moto_server did not answer on port {port} within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// SDK configuration for an endpoint, with fake credentials and a fixed region.
+pub async fn sdk_config_for(endpoint: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .credentials_provider(Credentials::new(
+            "testing",
+            "testing",
+            None,
+            None,
+            "moto-harness",
+        ))
+        .endpoint_url(endpoint)
+        .load()
+        .await
+}
+
+/// SDK configuration pointed at moto. Build it per test: SDK clients hold connections bound to the runtime
+/// that made them, and each `#[tokio::test]` has its own runtime.
+pub async fn sdk_config() -> SdkConfig {
+    sdk_config_for(moto_endpoint()).await
+}
+
+pub async fn clients() -> AwsClients {
+    AwsClients::from_sdk_config(&sdk_config().await)
+}
+
+/// A lowercase name unique across tests and test processes: `<prefix>-<ulid>` (valid as a table, bucket,
+/// secret, schedule group or id; at least 3 characters as AWS requires of tables).
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    // The counter keeps names distinct even within one millisecond of one process.
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{prefix}-{}{n}",
+        ulid::Ulid::new().to_string().to_lowercase()
+    )
+}
+
+/// A fresh set of resources for one test.
+pub struct TestEnv {
+    pub clients: AwsClients,
+    pub table: String,
+    pub bucket: String,
+    pub schedule_group: String,
+    /// A prefix for secret names, unique to this test.
+    pub secret_prefix: String,
+}
+
+impl TestEnv {
+    pub async fn new() -> Result<TestEnv> {
+        let clients = clients().await;
+        let table = unique_name("tbl");
+        let bucket = unique_name("bkt");
+        let schedule_group = unique_name("grp");
+        provision::create_table(&clients.dynamodb, &table).await?;
+        provision::create_bucket(&clients.s3, &bucket).await?;
+        provision::create_schedule_group(&clients.scheduler, &schedule_group).await?;
+        Ok(TestEnv {
+            clients,
+            table,
+            bucket,
+            schedule_group,
+            secret_prefix: unique_name("sec"),
+        })
+    }
+}
+
+/// One HTTP request as received by [`RecordingServer`].
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub path: String,
+    /// Header names lowercased.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RecordedRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A minimal HTTP/1.1 server that records each request and answers with a fixed status and body (for APIs moto
+/// cannot serve, like an asynchronous Lambda `Invoke`). Runs on its own thread; one request per connection.
+pub struct RecordingServer {
+    pub endpoint: String,
+    requests: Arc<Mutex<Vec<RecordedRequest>>>,
+}
+
+impl RecordingServer {
+    pub fn start(status: u16, body: &'static str) -> Result<RecordingServer> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let endpoint = format!("http://{}", listener.local_addr()?);
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let recorded = requests.clone();
+        std::thread::Builder::new()
+            .name("recording-server".into())
+            .spawn(move || {
+                for stream in listener.incoming() {
+                    let Ok(mut stream) = stream else { continue };
+                    if let Ok(req) = read_request(&mut stream) {
+                        recorded.lock().unwrap_or_else(|p| p.into_inner()).push(req);
+                        let resp = format!(
+                            "HTTP/1.1 {status} Recorded\r\nContent-Type: application/json\r\n\
+                             x-amzn-RequestId: recorded-0001\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let _ = stream.write_all(resp.as_bytes());
+                    }
+                }
+            })?;
+        Ok(RecordingServer { endpoint, requests })
+    }
+
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+fn read_request(stream: &mut TcpStream) -> Result<RecordedRequest> {
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let header_end = loop {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            bail!("connection closed before the headers ended");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if buf.len() > 1 << 20 {
+            bail!("headers too large");
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..header_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let request_line = lines.next().unwrap_or_default();
+    let mut parts = request_line.split(' ');
+    let method = parts.next().unwrap_or_default().to_string();
+    let path = parts.next().unwrap_or_default().to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = buf[header_end..].to_vec();
+    while body.len() < len {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    body.truncate(len);
+    Ok(RecordedRequest {
+        method,
+        path,
+        headers,
+        body,
+    })
+}
+
+/// Peak resident memory of this process so far (`VmHWM`, KiB), and a way to reset it (Linux `clear_refs`).
+pub mod memory {
+    /// `VmHWM` in KiB.
+    pub fn peak_rss_kib() -> Option<u64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+
+    /// `VmRSS` in KiB.
+    pub fn rss_kib() -> Option<u64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+
+    /// Resets the peak to the current RSS; `false` when the kernel does not allow it.
+    pub fn reset_peak() -> bool {
+        std::fs::write("/proc/self/clear_refs", "5").is_ok()
+    }
+}

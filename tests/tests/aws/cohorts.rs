@@ -1,0 +1,272 @@
+use std::io::Read;
+use std::time::Duration;
+
+use audience_aws::S3CohortStore;
+use audience_core::digests::snapshot::{read_snapshot, write_snapshot};
+use audience_core::digests::{Digest, DigestSet};
+use audience_core::identifiers::KeyKind;
+use audience_core::ports::{CohortStore, PortError};
+use audience_sync_tests::TestEnv;
+use aws_sdk_s3::primitives::ByteStream;
+
+async fn put(env: &TestEnv, key: &str, body: &[u8]) {
+    env.clients
+        .s3
+        .put_object()
+        .bucket(&env.bucket)
+        .key(key)
+        .body(ByteStream::from(body.to_vec()))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
+}
+
+fn store(env: &TestEnv) -> S3CohortStore {
+    S3CohortStore::new(
+        env.clients.s3.clone(),
+        env.bucket.clone(),
+        "cohorts",
+        "snap",
+        "reports",
+    )
+}
+
+#[tokio::test]
+async fn newest_existing_export_among_many_keys() {
+    let env = TestEnv::new().await.expect("env");
+    let newest = "cohorts/x:y/Ab12cd_2026-03-01T11-15-45_existing.csv.gz";
+    let keys = [
+        "cohorts/Ab12cd_2026-03-01T10:00_existing.csv",
+        "cohorts/Ab12cd_2026-03-01T10-30_existing_rk1.csv",
+        "cohorts/sub dir/Ab12cd_2026-03-01T11:15:30_existing_my routing.csv",
+        newest,
+        "cohorts/Ab12cd_2026-03-01T11:15_existing_late.csv",
+        // Newer, but not the complete membership.
+        "cohorts/Ab12cd_2026-03-01T12:00_entering.csv",
+        "cohorts/Ab12cd_2026-03-01T12:00_exiting_rk1.csv",
+        // Newer, other cohorts (one sharing a prefix of the id).
+        "cohorts/Xy99_2026-03-02T00:00_existing.csv",
+        "cohorts/Ab12cdE_2026-03-02T00:00_existing.csv",
+        // Not Amplitude's naming.
+        "cohorts/notes.txt",
+        "cohorts/Ab12cd_2026-13-01T10:00_existing.csv",
+        "cohorts/Ab12cd_2026-03-03T10:00_existing.json",
+        // Outside the cohort prefix.
+        "elsewhere/Ab12cd_2026-03-05T00:00_existing.csv",
+        "cohortsX/Ab12cd_2026-03-05T00:00_existing.csv",
+    ];
+    for k in keys {
+        put(&env, k, b"amplitude_id,user_id,email\n1,u1,a@example.com\n").await;
+    }
+    // Enough other keys that the listing takes several pages.
+    for i in 0..40 {
+        put(
+            &env,
+            &format!(
+                "cohorts/filler/F{i}_2026-03-01T09:{:02}_existing.csv",
+                i % 60
+            ),
+            b"x\n",
+        )
+        .await;
+    }
+    let s = store(&env).with_list_page_size(7);
+    let found = s
+        .newest_existing_export("Ab12cd")
+        .await
+        .unwrap()
+        .expect("an export");
+    assert_eq!(found.meta.key, newest);
+    assert_eq!(found.name.cohort_id, "Ab12cd");
+    assert!(found.name.gzip);
+    assert_eq!(
+        found.name.exported_at.to_rfc3339(),
+        "2026-03-01T11:15:45+00:00"
+    );
+    let head = s.head(newest).await.unwrap().expect("head");
+    assert_eq!(found.meta.etag, head.etag);
+    assert_eq!(found.meta.size, head.size);
+    assert_eq!(found.to_export_ref().s3_key, newest);
+
+    let routed = s.newest_existing_export("Xy99").await.unwrap().unwrap();
+    assert_eq!(
+        routed.meta.key,
+        "cohorts/Xy99_2026-03-02T00:00_existing.csv"
+    );
+    assert!(
+        s.newest_existing_export("NoSuchCohort")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // An empty cohort prefix lists the whole bucket.
+    let root = S3CohortStore::new(
+        env.clients.s3.clone(),
+        env.bucket.clone(),
+        "",
+        "snap",
+        "reports",
+    );
+    let found = root
+        .newest_existing_export("Ab12cd")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        found.meta.key,
+        "cohortsX/Ab12cd_2026-03-05T00:00_existing.csv"
+    );
+}
+
+#[tokio::test]
+async fn same_timestamp_the_later_upload_wins() {
+    let env = TestEnv::new().await.expect("env");
+    put(&env, "cohorts/T1_2026-03-01T10:00_existing_zzz.csv", b"a\n").await;
+    // S3's LastModified has one-second resolution.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    put(
+        &env,
+        "cohorts/T1_2026-03-01T10-00-00_existing_aaa.csv",
+        b"b\n",
+    )
+    .await;
+    let found = store(&env)
+        .newest_existing_export("T1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        found.meta.key,
+        "cohorts/T1_2026-03-01T10-00-00_existing_aaa.csv"
+    );
+}
+
+#[tokio::test]
+async fn open_streams_an_object_with_its_metadata() {
+    let env = TestEnv::new().await.expect("env");
+    let key = "cohorts/with space/Ab_2026-03-01T10:00_existing.csv";
+    let body: Vec<u8> = (0..200_000u32)
+        .flat_map(|i| format!("{i},user{i}\n").into_bytes())
+        .collect();
+    put(&env, key, &body).await;
+    let s = store(&env);
+    let reader = s.open(key).await.unwrap();
+    assert_eq!(reader.meta.size, body.len() as u64);
+    assert_eq!(reader.meta.etag, s.head(key).await.unwrap().unwrap().etag);
+    assert!(reader.meta.last_modified.is_some());
+    let mut got = Vec::new();
+    let mut r = reader.body;
+    let got = tokio::task::spawn_blocking(move || r.read_to_end(&mut got).map(|_| got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, body);
+    assert!(matches!(
+        s.open("cohorts/missing.csv").await,
+        Err(PortError::NotFound(_))
+    ));
+    assert!(s.head("cohorts/missing.csv").await.unwrap().is_none());
+}
+
+fn digest_set(seed: u8, n: u32) -> DigestSet {
+    let v: Vec<Digest> = (0..n)
+        .map(|i| {
+            let mut d = [seed; 32];
+            d[..4].copy_from_slice(&i.to_be_bytes());
+            Digest(d)
+        })
+        .collect();
+    DigestSet::from_unsorted(v).0
+}
+
+#[tokio::test]
+async fn snapshot_round_trip_and_versions() {
+    let env = TestEnv::new().await.expect("env");
+    let s = store(&env);
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, set: &DigestSet| {
+        let path = dir.path().join(name);
+        let f = std::fs::File::create(&path).unwrap();
+        write_snapshot(std::io::BufWriter::new(f), KeyKind::Email, set)
+            .unwrap()
+            .into_inner()
+            .unwrap();
+        path
+    };
+    let first = digest_set(1, 5000);
+    let second = digest_set(2, 300);
+    let r1 = s
+        .put_snapshot("proj1", "SYNC1", &write("a.snap", &first))
+        .await
+        .unwrap();
+    assert_eq!(r1.key, "snap/proj1/SYNC1/committed.snapshot");
+    assert_eq!(
+        r1.size,
+        std::fs::metadata(dir.path().join("a.snap")).unwrap().len()
+    );
+    assert!(r1.version_id.is_some(), "the bucket is versioned");
+    let r2 = s
+        .put_snapshot("proj1", "SYNC1", &write("b.snap", &second))
+        .await
+        .unwrap();
+    assert_eq!(r2.key, r1.key);
+    assert_ne!(r2.version_id, r1.version_id);
+
+    let read = |reader: audience_core::ports::ObjectReader| {
+        tokio::task::spawn_blocking(move || read_snapshot(reader.body, KeyKind::Email))
+    };
+    // Each pointer reads back exactly its own version.
+    let got1 = read(s.open_snapshot(&r1).await.unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got1, first);
+    let got2 = read(s.open_snapshot(&r2).await.unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got2, second);
+    // A ref whose ETag does not match the stored version is refused.
+    let mut wrong = r1.clone();
+    wrong.etag = Some("\"0000\"".into());
+    assert!(matches!(
+        s.open_snapshot(&wrong).await,
+        Err(PortError::Corrupt(_))
+    ));
+
+    // JSON reports.
+    let report = serde_json::json!({"run_id": "R1", "rows": 10, "skipped": {"invalid_email": 1}});
+    let key = s
+        .put_run_report("proj1", "SYNC1", "R1", &report)
+        .await
+        .unwrap();
+    assert_eq!(key, "reports/proj1/SYNC1/runs/R1.json");
+    assert_eq!(s.get_report(&key).await.unwrap(), Some(report.clone()));
+    let pkey = s.put_preview_report("proj1", "PV1", &report).await.unwrap();
+    assert_eq!(pkey, "reports/proj1/previews/PV1.json");
+    assert!(s.get_report("reports/none.json").await.unwrap().is_none());
+
+    // Deleting the sync's objects removes every snapshot version and its reports, nothing else.
+    s.delete_sync_objects("proj1", "SYNC1").await.unwrap();
+    assert!(matches!(
+        s.open_snapshot(&r1).await,
+        Err(PortError::NotFound(_)) | Err(PortError::Unavailable { .. })
+    ));
+    assert!(matches!(
+        s.open_snapshot(&r2).await,
+        Err(PortError::NotFound(_)) | Err(PortError::Unavailable { .. })
+    ));
+    let versions = env
+        .clients
+        .s3
+        .list_object_versions()
+        .bucket(&env.bucket)
+        .prefix("snap/proj1/SYNC1/")
+        .send()
+        .await
+        .unwrap();
+    assert!(versions.versions().is_empty() && versions.delete_markers().is_empty());
+    assert!(s.get_report(&key).await.unwrap().is_none());
+    assert_eq!(s.get_report(&pkey).await.unwrap(), Some(report));
+}
