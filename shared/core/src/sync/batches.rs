@@ -25,20 +25,29 @@ pub struct CallBatch {
     pub files: Vec<Range<usize>>,
 }
 
-/// Plans customer-file calls over `len` digests.
+/// TikTok's hard limit of file paths in one create/update call.
+pub const MAX_FILES_PER_CALL: usize = 500;
+
+/// Plans customer-file calls over `len` digests. `first_call_files` lets a create carry more files than
+/// later calls: an audience created small and grown by APPENDs is refused (40002) while its matched count
+/// is under 1,000, so the whole initial cohort goes into the create whenever TikTok's 500 paths allow.
 pub fn plan_file_calls(
     len: usize,
     digests_per_file: usize,
     files_per_call: usize,
+    first_call_files: usize,
 ) -> Vec<CallBatch> {
     let per_file = digests_per_file.max(1);
-    let per_call = files_per_call.max(1);
+    let per_call = files_per_call.clamp(1, MAX_FILES_PER_CALL);
+    let first = first_call_files.clamp(per_call, MAX_FILES_PER_CALL);
     let files: Vec<Range<usize>> = (0..len)
         .step_by(per_file)
         .map(|s| s..(s + per_file).min(len))
         .collect();
-    files
-        .chunks(per_call)
+    let (head, tail) = files.split_at(first.min(files.len()));
+    std::iter::once(head)
+        .filter(|h| !h.is_empty())
+        .chain(tail.chunks(per_call))
         .map(|group| CallBatch {
             range: group[0].start..group[group.len() - 1].end,
             files: group.to_vec(),
@@ -82,21 +91,36 @@ mod tests {
 
     #[test]
     fn file_calls_cover_everything_once() {
-        let calls = plan_file_calls(1050, 100, 3);
+        let calls = plan_file_calls(1050, 100, 3, 3);
         assert_eq!(calls.len(), 4);
         assert_eq!(calls[0].range, 0..300);
         assert_eq!(calls[0].files, vec![0..100, 100..200, 200..300]);
         assert_eq!(calls[3].range, 900..1050);
         assert_eq!(calls[3].files, vec![900..1000, 1000..1050]);
-        assert!(plan_file_calls(0, 100, 3).is_empty());
+        assert!(plan_file_calls(0, 100, 3, 3).is_empty());
+        // a create carries up to 500 files at once
+        let create = plan_file_calls(1050, 100, 3, MAX_FILES_PER_CALL);
+        assert_eq!(create.len(), 1);
+        assert_eq!(create[0].files.len(), 11);
+        let big = plan_file_calls(600 * 10, 10, 50, MAX_FILES_PER_CALL);
+        assert_eq!(
+            big.iter().map(|c| c.files.len()).collect::<Vec<_>>(),
+            vec![500, 50, 50]
+        );
         // one call for a 1 %-churn resync of 10M users with the defaults
         assert_eq!(
-            plan_file_calls(100_000, DEFAULT_DIGESTS_PER_FILE, DEFAULT_FILES_PER_CALL).len(),
+            plan_file_calls(100_000, DEFAULT_DIGESTS_PER_FILE, DEFAULT_FILES_PER_CALL, 1).len(),
             1
         );
         // and one create for a 10M first sync
         assert_eq!(
-            plan_file_calls(10_000_000, DEFAULT_DIGESTS_PER_FILE, DEFAULT_FILES_PER_CALL).len(),
+            plan_file_calls(
+                10_000_000,
+                DEFAULT_DIGESTS_PER_FILE,
+                DEFAULT_FILES_PER_CALL,
+                MAX_FILES_PER_CALL
+            )
+            .len(),
             1
         );
     }

@@ -158,6 +158,9 @@ struct Run<'a> {
     token: SecretString,
     mapping: &'a KeyMapping,
     deadline: Option<Instant>,
+    /// Acknowledged write calls in this invocation: each invocation makes at least one, so a continuation
+    /// chain always progresses however short the deadline.
+    calls_made: usize,
 }
 
 fn new_id() -> String {
@@ -771,6 +774,7 @@ impl Engine {
             token: conn.access_token,
             mapping: &mapping,
             deadline,
+            calls_made: 0,
         };
         let applied = match run.sync.write_mode {
             WriteMode::CustomerFile => self.apply_files(&mut run, &d.adds, &d.removes).await?,
@@ -1056,6 +1060,7 @@ impl Engine {
         adds_done: usize,
         removes_done: usize,
     ) -> Result<(), EngineError> {
+        run.calls_made += 1;
         if let Some(cp) = run.ledger.checkpoint.as_mut()
             && let Ok(mut c) = serde_json::from_value::<Checkpoint>(cp.clone())
         {
@@ -1124,12 +1129,18 @@ impl Engine {
         let mut out = Applied::default();
         let s = &self.settings;
         'actions: for (is_add, list) in [(true, adds), (false, removes)] {
-            for (i, call) in
-                batches::plan_file_calls(list.len(), s.digests_per_file, s.files_per_call)
-                    .iter()
-                    .enumerate()
+            let first = if is_add
+                && run.sync.tiktok_audience_id.is_none()
+                && run.sync.audience_create_intent.is_none()
             {
-                if self.time_short(run.deadline) {
+                batches::MAX_FILES_PER_CALL
+            } else {
+                s.files_per_call
+            };
+            let calls =
+                batches::plan_file_calls(list.len(), s.digests_per_file, s.files_per_call, first);
+            for (i, call) in calls.iter().enumerate() {
+                if run.calls_made > 0 && self.time_short(run.deadline) {
                     out.stop = Some(Stop::Deadline);
                     return Ok(out);
                 }
@@ -1416,7 +1427,7 @@ impl Engine {
         };
         for (action, list) in [(MappingAction::Add, adds), (MappingAction::Delete, removes)] {
             for call in batches::plan_mapping_calls(list.len(), self.settings.mapping_batch) {
-                if self.time_short(run.deadline) {
+                if run.calls_made > 0 && self.time_short(run.deadline) {
                     return Ok(((adds_done, removes_done), Some(Stop::Deadline)));
                 }
                 let api = self.deps.tiktok.clone();

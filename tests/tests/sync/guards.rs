@@ -1,0 +1,454 @@
+//! Issue 5's failure paths: broken exports, mass removals, revoked tokens, overlapping runs, held and
+//! deferred changes.
+
+use audience_core::model::{Cadence, RunState, WriteMode};
+use audience_core::ports::{LeaseOutcome, Schedules, StateStore};
+use audience_core::sync::engine::Outcome;
+use chrono::Utc;
+use serde_json::json;
+use std::io::Write;
+
+use crate::fixture::{World, assert_same, digests, emails};
+
+fn states(o: &[Outcome]) -> Vec<RunState> {
+    o.iter()
+        .filter_map(|o| match o {
+            Outcome::Run { state, .. } => Some(*state),
+            _ => None,
+        })
+        .collect()
+}
+
+fn cohort_id() -> String {
+    format!("c{}", ulid::Ulid::new().to_string().to_lowercase())
+}
+
+fn writes_since(w: &World, from: usize) -> usize {
+    w.sandbox.requests()[from..]
+        .iter()
+        .filter(|r| {
+            r.path.starts_with("/open_api/")
+                && !r.path.contains("/get/")
+                && !r.path.contains("/list/")
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn truncated_export_and_mass_removal_are_refused_without_a_tiktok_call() {
+    let w = World::new().await;
+    let cohort = cohort_id();
+    let sync = w
+        .create_sync(&cohort, Cadence::OnUpload, WriteMode::CustomerFile)
+        .await;
+    let base = emails(0..2000);
+    let k = w.upload(&cohort, "2026-11-20T10:00", &base).await;
+    assert_eq!(
+        states(&w.handle(w.s3_event(&k)).await),
+        vec![RunState::Succeeded]
+    );
+    let aid = w
+        .sync(&sync.sync_id)
+        .await
+        .tiktok_audience_id
+        .expect("audience");
+
+    // a truncated gzip export
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(b"Amplitude ID,User ID,email\n").expect("gz");
+    for e in emails(0..5000) {
+        gz.write_all(format!("1,u,{e}\n").as_bytes()).expect("gz");
+    }
+    let bytes = gz.finish().expect("gz");
+    let key = w
+        .put(
+            &format!("cohorts/{cohort}_2026-11-21T10:00_existing.csv.gz"),
+            bytes[..bytes.len() / 2].to_vec(),
+        )
+        .await;
+    let before = w.tiktok_requests();
+    let out = w.handle(w.s3_event(&key)).await;
+    assert_eq!(states(&out), vec![RunState::Failed], "{out:?}");
+    assert_eq!(writes_since(&w, before), 0);
+    assert_same(&w.members(&aid).await, &digests(&base), "audience");
+
+    // an export that would remove 60 % of the audience
+    let k = w.upload(&cohort, "2026-11-22T10:00", &emails(0..800)).await;
+    let out = w.handle(w.s3_event(&k)).await;
+    assert_eq!(states(&out), vec![RunState::HeldForReview], "{out:?}");
+    assert_eq!(writes_since(&w, before), 0);
+    assert_same(&w.members(&aid).await, &digests(&base), "audience");
+    let s = w.sync(&sync.sync_id).await;
+    assert_eq!(s.held_removals, 1200);
+
+    // a file whose quoting broke: more than 1 % malformed rows
+    let mut body = String::from("Amplitude ID,User ID,email\n");
+    for (i, e) in emails(0..2000).iter().enumerate() {
+        body.push_str(&format!("{i},u,{e}\n"));
+    }
+    body.push_str("9,u,\"broken\n");
+    body.push_str(&"x,y,\"z\n".repeat(10));
+    let k = w
+        .put(
+            &format!("cohorts/{cohort}_2026-11-23T10:00_existing.csv"),
+            body.replace("User1", "\"User1").into_bytes(),
+        )
+        .await;
+    let out = w.handle(w.s3_event(&k)).await;
+    assert_eq!(states(&out), vec![RunState::Failed], "{out:?}");
+    assert_eq!(writes_since(&w, before), 0);
+    assert_same(&w.members(&aid).await, &digests(&base), "audience");
+}
+
+#[tokio::test]
+async fn revoked_token_requires_reconnect_and_disables_schedules() {
+    let w = World::new().await;
+    let cohort = cohort_id();
+    let sync = w
+        .create_sync(&cohort, Cadence::Daily, WriteMode::Streaming)
+        .await;
+    let k = w.upload(&cohort, "2026-11-20T10:00", &emails(0..400)).await;
+    assert_eq!(
+        states(&w.handle(w.s3_event(&k)).await),
+        vec![RunState::Succeeded]
+    );
+    w.revoke().await;
+    w.upload(&cohort, "2026-11-21T10:00", &emails(0..500)).await;
+    let out = w
+        .handle(json!({"trigger": "schedule", "project_id": w.project, "sync_id": sync.sync_id}))
+        .await;
+    assert_eq!(states(&out), vec![RunState::Failed], "{out:?}");
+    let integration = w
+        .adapters
+        .state
+        .get_integration(&w.project)
+        .await
+        .expect("get")
+        .expect("integration");
+    assert_eq!(integration.status.as_str(), "reconnect_required");
+    let schedule = w
+        .adapters
+        .schedules
+        .as_ref()
+        .expect("schedules")
+        .get_schedule(&sync.sync_id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert!(!schedule.enabled, "schedules disabled");
+    // nothing more is sent until the user reconnects
+    let before = w.tiktok_requests();
+    let out = w
+        .handle(json!({"trigger": "manual", "project_id": w.project, "sync_id": sync.sync_id}))
+        .await;
+    assert_eq!(states(&out), vec![RunState::Skipped]);
+    assert_eq!(w.tiktok_requests(), before);
+    // reconnect (new consent and token) → the next run converges
+    w.connect().await;
+    let out = w
+        .handle(json!({"trigger": "manual", "project_id": w.project, "sync_id": sync.sync_id}))
+        .await;
+    assert_eq!(states(&out), vec![RunState::Succeeded], "{out:?}");
+    let aid = w
+        .sync(&sync.sync_id)
+        .await
+        .tiktok_audience_id
+        .expect("audience");
+    assert_same(
+        &w.members(&aid).await,
+        &digests(&emails(0..500)),
+        "audience",
+    );
+}
+
+#[tokio::test]
+async fn an_export_arriving_during_a_run_is_applied_after_it() {
+    let w = World::new().await;
+    let cohort = cohort_id();
+    let sync = w
+        .create_sync(&cohort, Cadence::OnUpload, WriteMode::Streaming)
+        .await;
+    let k1 = w.upload(&cohort, "2026-11-20T10:00", &emails(0..300)).await;
+    assert_eq!(
+        states(&w.handle(w.s3_event(&k1)).await),
+        vec![RunState::Succeeded]
+    );
+    // another run holds the lease
+    let held = w
+        .adapters
+        .state
+        .acquire_lease(
+            &w.project,
+            &sync.sync_id,
+            "other-run",
+            std::time::Duration::from_secs(60),
+            Utc::now(),
+        )
+        .await
+        .expect("lease");
+    assert!(matches!(held, LeaseOutcome::Acquired(_)));
+    let k2 = w
+        .upload(&cohort, "2026-11-21T10:00", &emails(100..450))
+        .await;
+    for _ in 0..3 {
+        let out = w.handle(w.s3_event(&k2)).await;
+        assert!(
+            matches!(out.as_slice(), [Outcome::Deferred { pending_export: Some(p), .. }] if *p == k2),
+            "{out:?}"
+        );
+    }
+    assert_eq!(
+        w.sync(&sync.sync_id).await.pending_export.map(|p| p.s3_key),
+        Some(k2.clone())
+    );
+    // the holder finishes: hand-off as the engine does it (take pending, release, invoke)
+    let pending = w
+        .adapters
+        .state
+        .take_pending_export(&w.project, &sync.sync_id, "other-run", Utc::now())
+        .await
+        .expect("take");
+    w.adapters
+        .state
+        .release_lease(&w.project, &sync.sync_id, "other-run")
+        .await
+        .expect("release");
+    let p = pending.expect("pending export recorded");
+    let out = w.handle(json!({"trigger": "pending", "project_id": w.project, "sync_id": sync.sync_id, "s3_key": p.s3_key})).await;
+    assert_eq!(states(&out), vec![RunState::Succeeded]);
+    let aid = w
+        .sync(&sync.sync_id)
+        .await
+        .tiktok_audience_id
+        .expect("audience");
+    assert_same(
+        &w.members(&aid).await,
+        &digests(&emails(100..450)),
+        "audience",
+    );
+    // exactly one effective run per export
+    let effective = w
+        .runs(&sync.sync_id)
+        .await
+        .iter()
+        .filter(|r| r.state == RunState::Succeeded)
+        .count();
+    assert_eq!(effective, 2);
+}
+
+#[tokio::test]
+async fn a_run_hands_a_pending_export_to_the_runner() {
+    let w = World::new().await;
+    let cohort = cohort_id();
+    let sync = w
+        .create_sync(&cohort, Cadence::OnUpload, WriteMode::Streaming)
+        .await;
+    let k1 = w.upload(&cohort, "2026-11-20T10:00", &emails(0..200)).await;
+    // record a pending export first, as if it had arrived during this run
+    let k2 = w
+        .upload(&cohort, "2026-11-21T10:00", &emails(50..260))
+        .await;
+    let newer = audience_core::model::ExportRef {
+        s3_key: k2.clone(),
+        exported_at: audience_core::cohort::parse_export_key(&k2)
+            .expect("name")
+            .exported_at,
+        etag: None,
+        last_modified: None,
+    };
+    w.adapters
+        .state
+        .set_pending_export(&w.project, &sync.sync_id, &newer)
+        .await
+        .expect("pending");
+    assert_eq!(
+        states(&w.handle(w.s3_event(&k1)).await),
+        vec![RunState::Succeeded]
+    );
+    let asked = w.invoker.payloads.lock().expect("lock").clone();
+    assert_eq!(
+        asked,
+        vec![
+            json!({"trigger": "pending", "project_id": w.project, "sync_id": sync.sync_id, "s3_key": k2})
+        ]
+    );
+    let out = w.drain().await;
+    assert_eq!(states(&out), vec![RunState::Succeeded]);
+    let aid = w
+        .sync(&sync.sync_id)
+        .await
+        .tiktok_audience_id
+        .expect("audience");
+    assert_same(
+        &w.members(&aid).await,
+        &digests(&emails(50..260)),
+        "audience",
+    );
+}
+
+#[tokio::test]
+async fn not_editable_changes_are_held_then_applied() {
+    // match rate 0.7: 1,500 users match ~1,050; removing 150 would leave ~945 matched (< 1,000)
+    let w = World::new().await;
+    let cohort = cohort_id();
+    let sync = w
+        .create_sync(&cohort, Cadence::OnUpload, WriteMode::CustomerFile)
+        .await;
+    let k = w
+        .upload(&cohort, "2026-11-20T10:00", &emails(0..1500))
+        .await;
+    assert_eq!(
+        states(&w.handle(w.s3_event(&k)).await),
+        vec![RunState::Succeeded]
+    );
+    let k = w
+        .upload(&cohort, "2026-11-21T10:00", &emails(150..1500))
+        .await;
+    let out = w.handle(w.s3_event(&k)).await;
+    assert_eq!(states(&out), vec![RunState::Succeeded], "{out:?}");
+    let s = w.sync(&sync.sync_id).await;
+    assert_eq!(s.held_removals, 150, "{:?}", s.last_run);
+    let aid = s.tiktok_audience_id.clone().expect("audience");
+    assert_same(
+        &w.members(&aid).await,
+        &digests(&emails(0..1500)),
+        "held: audience untouched",
+    );
+    // the cohort grows: the APPEND lifts the matched count, the held REMOVE goes through
+    let k = w
+        .upload(&cohort, "2026-11-22T10:00", &emails(150..2000))
+        .await;
+    assert_eq!(
+        states(&w.handle(w.s3_event(&k)).await),
+        vec![RunState::Succeeded]
+    );
+    let s = w.sync(&sync.sync_id).await;
+    assert_eq!((s.held_removals, s.held_adds), (0, 0));
+    assert_same(
+        &w.members(&aid).await,
+        &digests(&emails(150..2000)),
+        "audience",
+    );
+}
+
+#[tokio::test]
+async fn budget_deferred_changes_are_applied_by_a_later_run() {
+    let w = World::with(
+        tiktok_sandbox::SandboxOptions {
+            qps: 50,
+            ..Default::default()
+        },
+        |s| audience_core::sync::EngineSettings {
+            daily_budget: 2,
+            ..s
+        },
+    )
+    .await;
+    let cohort = cohort_id();
+    let sync = w
+        .create_sync(&cohort, Cadence::OnUpload, WriteMode::CustomerFile)
+        .await;
+    // the create (1 call) and the next run's APPEND (1 call) spend the budget; its REMOVE is deferred
+    let k = w
+        .upload(&cohort, "2026-11-20T10:00", &emails(0..1600))
+        .await;
+    assert_eq!(
+        states(&w.handle(w.s3_event(&k)).await),
+        vec![RunState::Succeeded]
+    );
+    let k = w
+        .upload(&cohort, "2026-11-21T10:00", &emails(100..1700))
+        .await;
+    let out = w.handle(w.s3_event(&k)).await;
+    assert_eq!(states(&out), vec![RunState::Succeeded]);
+    let s = w.sync(&sync.sync_id).await;
+    assert_eq!(s.deferred, 100, "100 removes deferred: {:?}", s.last_run);
+    let aid = s.tiktok_audience_id.clone().expect("audience");
+    assert_same(
+        &w.members(&aid).await,
+        &digests(&emails(0..1700)),
+        "adds applied, removes deferred",
+    );
+    // a later run with budget left (a new UTC day; here: a runner configured with the normal budget)
+    let fresh = World::engine(
+        &w.config,
+        &w.adapters,
+        w.invoker.clone(),
+        crate::fixture::settings(w.work.path()),
+    );
+    let v = audience_app::runner::handle(&fresh, w.s3_event(&k), None)
+        .await
+        .expect("run");
+    assert_eq!(v["outcomes"][0]["state"], "succeeded", "{v}");
+    assert_eq!(w.sync(&sync.sync_id).await.deferred, 0);
+    assert_same(
+        &w.members(&aid).await,
+        &digests(&emails(100..1700)),
+        "audience",
+    );
+}
+
+#[tokio::test]
+async fn near_the_deadline_a_run_commits_and_continues() {
+    // every invocation is "near its deadline": each makes one call, commits and hands over
+    let w = World::with(
+        tiktok_sandbox::SandboxOptions {
+            qps: 50,
+            ..Default::default()
+        },
+        |s| audience_core::sync::EngineSettings {
+            deadline_margin: std::time::Duration::from_secs(3600),
+            mapping_batch: 100,
+            ..s
+        },
+    )
+    .await;
+    let cohort = cohort_id();
+    let sync = w
+        .create_sync(&cohort, Cadence::OnUpload, WriteMode::Streaming)
+        .await;
+    let users = emails(0..350);
+    let k = w.upload(&cohort, "2026-11-20T10:00", &users).await;
+    let v = audience_app::runner::handle(
+        &w.engine,
+        w.s3_event(&k),
+        Some(std::time::Duration::from_secs(1)),
+    )
+    .await
+    .expect("run");
+    assert_eq!(v["outcomes"][0]["state"], "running", "{v}");
+    let run_id = v["outcomes"][0]["run_id"]
+        .as_str()
+        .expect("run id")
+        .to_string();
+    let mut invocations = 0;
+    loop {
+        let batch: Vec<serde_json::Value> =
+            std::mem::take(&mut *w.invoker.payloads.lock().expect("lock"));
+        if batch.is_empty() {
+            break;
+        }
+        for p in batch {
+            assert_eq!(
+                p,
+                json!({"trigger": "continue", "project_id": w.project, "sync_id": sync.sync_id, "run_id": run_id})
+            );
+            invocations += 1;
+            audience_app::runner::handle(&w.engine, p, Some(std::time::Duration::from_secs(1)))
+                .await
+                .expect("continue");
+        }
+        assert!(invocations < 20, "continuations progress");
+    }
+    assert!(invocations >= 3, "several continuations ({invocations})");
+    let s = w.sync(&sync.sync_id).await;
+    let last = s.last_run.clone().expect("last run");
+    assert_eq!(
+        (last.run_id.as_str(), last.state),
+        (run_id.as_str(), RunState::Succeeded)
+    );
+    assert_eq!((last.adds.planned, last.adds.applied), (350, 350));
+    assert_eq!(w.runs(&sync.sync_id).await.len(), 1, "one run, continued");
+    let aid = s.tiktok_audience_id.expect("audience");
+    assert_same(&w.members(&aid).await, &digests(&users), "audience");
+}
