@@ -473,6 +473,10 @@ fn outcome(v: Value) -> Outcome {
             sync_id: v["sync_id"].as_str().unwrap_or_default().into(),
             pending_export: v["pending_export"].as_str().map(str::to_string),
         },
+        Some("preview") => Outcome::Preview {
+            preview_id: v["preview_id"].as_str().unwrap_or_default().into(),
+            state: serde_json::from_value(v["state"].clone()).expect("state"),
+        },
         Some("ignored") => Outcome::Ignored {
             reason: v["reason"].as_str().unwrap_or_default().into(),
         },

@@ -5,3 +5,4 @@ mod fixture;
 mod flows;
 mod guards;
 mod reliability;
+mod security;
