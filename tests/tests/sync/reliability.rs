@@ -171,8 +171,7 @@ impl AudienceApi for CrashAfter {
         p: &[String],
     ) -> Result<Ack<()>, ApiError> {
         self.gate().await;
-        let r = self.inner.update_file_audience(t, a, id, act, p).await;
-        r
+        self.inner.update_file_audience(t, a, id, act, p).await
     }
     async fn create_stream_audience(
         &self,
@@ -260,7 +259,12 @@ async fn crash_then_resume(mode: WriteMode, k: usize) {
     assert!(crashed.is_err(), "the run was cut off");
     // the lease expires; the next run (the export's retry, or a schedule) converges
     tokio::time::sleep(Duration::from_millis(1600)).await;
-    let fresh = World::engine(&w.config, &w.adapters, w.invoker.clone(), short_lease);
+    let fresh = World::engine(
+        &w.config,
+        &w.adapters,
+        w.invoker.clone(),
+        settings(w.work.path()),
+    );
     let v: Value = audience_app::runner::handle(
         &fresh,
         json!({"trigger": "manual", "project_id": w.project, "sync_id": sync.sync_id}),
@@ -268,7 +272,19 @@ async fn crash_then_resume(mode: WriteMode, k: usize) {
     )
     .await
     .expect("run");
-    assert_eq!(v["outcomes"][0]["state"], "succeeded", "k={k}: {v}");
+    // the interrupted run is finished first; this manual run then finds the same export up to date
+    assert!(
+        matches!(
+            v["outcomes"][0]["state"].as_str(),
+            Some("succeeded" | "up_to_date")
+        ),
+        "k={k}: {v}"
+    );
+    let runs = w.runs(&sync.sync_id).await;
+    assert!(
+        runs.iter().all(|r| r.state != RunState::Running),
+        "k={k}: interrupted run finished"
+    );
     let s = w.sync(&sync.sync_id).await;
     let aid = s.tiktok_audience_id.clone().expect("audience");
     assert_same(
@@ -374,5 +390,83 @@ async fn concurrent_runners_share_the_app_rate() {
             .expect("audience");
         let members: BTreeSet<String> = w.members(&aid).await;
         assert_same(&members, &digests(users), "concurrent sync");
+    }
+}
+
+/// The worst case for a cut-off run: it applied part of export 2's changes, then export 3 arrives (without
+/// some users export 2 added). The next run finishes the interrupted run first, so nothing is left behind.
+async fn crash_then_newer_export(mode: WriteMode, k: usize) {
+    let w = World::new().await;
+    let cohort = cohort_id();
+    let sync = w.create_sync(&cohort, Cadence::OnUpload, mode).await;
+    let k1 = w
+        .upload(&cohort, "2026-11-20T10:00", &emails(0..2600))
+        .await;
+    w.handle(w.s3_event(&k1)).await;
+    let k2 = w
+        .upload(&cohort, "2026-11-21T10:00", &emails(1000..3600))
+        .await;
+    let short_lease = EngineSettings {
+        lease_ttl: Duration::from_millis(1500),
+        mapping_batch: 100,
+        ..settings(w.work.path())
+    };
+    let crashing = World::engine_with_api(
+        &w.adapters,
+        w.invoker.clone(),
+        short_lease.clone(),
+        Arc::new(CrashAfter {
+            inner: AudienceAdapter::new(test_client(&w.config, &w.adapters)),
+            left: AtomicUsize::new(k),
+        }),
+    );
+    let cut = tokio::time::timeout(
+        Duration::from_secs(5),
+        audience_app::runner::handle(&crashing, w.s3_event(&k2), None),
+    )
+    .await;
+    assert!(cut.is_err(), "the run was cut off");
+    // export 3 drops users 2600..3600 that export 2 was adding (and keeps > 1,000 matched users)
+    let third = emails(1000..2600);
+    let k3 = w.upload(&cohort, "2026-11-22T10:00", &third).await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let fresh = World::engine(
+        &w.config,
+        &w.adapters,
+        w.invoker.clone(),
+        settings(w.work.path()),
+    );
+    let v = audience_app::runner::handle(&fresh, w.s3_event(&k3), None)
+        .await
+        .expect("run");
+    assert_eq!(v["outcomes"][0]["state"], "succeeded", "k={k}: {v}");
+    let s = w.sync(&sync.sync_id).await;
+    let aid = s.tiktok_audience_id.clone().expect("audience");
+    assert_same(
+        &w.members(&aid).await,
+        &digests(&third),
+        &format!("{mode:?} crash after {k} calls, then a newer export"),
+    );
+    let runs = w.runs(&sync.sync_id).await;
+    assert!(
+        runs.iter().all(|r| r.state != RunState::Running),
+        "the interrupted run was finished"
+    );
+    for run in &runs {
+        reconcile(run).unwrap_or_else(|e| panic!("ledger {}: {e}", run.run_id));
+    }
+}
+
+#[tokio::test]
+async fn interrupted_run_is_finished_before_a_newer_export_customer_file() {
+    for k in [1, 2, 3] {
+        crash_then_newer_export(WriteMode::CustomerFile, k).await;
+    }
+}
+
+#[tokio::test]
+async fn interrupted_run_is_finished_before_a_newer_export_streaming() {
+    for k in [1, 5, 20] {
+        crash_then_newer_export(WriteMode::Streaming, k).await;
     }
 }

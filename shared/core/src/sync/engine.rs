@@ -153,6 +153,8 @@ pub struct Engine {
 }
 
 struct Run<'a> {
+    /// Who holds the sync's lease (the run id, or the run recovering an interrupted one).
+    holder: String,
     sync: SyncConfig,
     ledger: RunLedger,
     token: SecretString,
@@ -161,6 +163,7 @@ struct Run<'a> {
     /// Acknowledged write calls in this invocation: each invocation makes at least one, so a continuation
     /// chain always progresses however short the deadline.
     calls_made: usize,
+    renewed_at: Instant,
 }
 
 fn new_id() -> String {
@@ -405,6 +408,7 @@ impl Engine {
             .run_locked(
                 sync,
                 run_id.clone(),
+                &run_id,
                 trigger,
                 export_key,
                 continue_run,
@@ -421,15 +425,29 @@ impl Engine {
         };
         self.log_run(&ledger, started.elapsed());
         if continuing {
-            // Keep the lease: the continuation runs as the same holder.
+            if ledger.run_id != run_id {
+                // An interrupted run we were finishing continues under its own id: it takes the lease itself.
+                st.release_lease(project_id, sync_id, &run_id).await?;
+            }
+            // Otherwise keep the lease: the continuation runs as the same holder.
             self.deps
                 .invoker
-                .invoke_async(&json!({"trigger": "continue", "project_id": project_id, "sync_id": sync_id, "run_id": run_id}))
+                .invoke_async(&json!({"trigger": "continue", "project_id": project_id, "sync_id": sync_id, "run_id": ledger.run_id}))
                 .await?;
         } else {
-            let pending = st
+            // A lost lease (a very long run) is not an error here: the pending export stays recorded for the
+            // lease's next holder.
+            let pending = match st
                 .take_pending_export(project_id, sync_id, &run_id, Utc::now())
-                .await?;
+                .await
+            {
+                Ok(p) => p,
+                Err(PortError::Conflict(why)) => {
+                    warn!(sync_id, %why, "pending export left for the next run");
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            };
             st.release_lease(project_id, sync_id, &run_id).await?;
             if let Some(p) = pending {
                 self.deps
@@ -561,10 +579,12 @@ impl Engine {
     }
 
     /// Everything under the lease. Returns the ledger and whether a continuation takes over.
+    #[allow(clippy::too_many_arguments)]
     async fn run_locked(
         &self,
         sync: SyncConfig,
         run_id: String,
+        holder: &str,
         trigger: RunTrigger,
         export_key: Option<String>,
         continue_run: Option<String>,
@@ -576,6 +596,42 @@ impl Engine {
             .get_sync(&sync.project_id, &sync.sync_id)
             .await?
             .unwrap_or(sync);
+        // A run cut off mid-apply (Lambda killed, lease expired) may have applied part of its plan: finish
+        // its export first, so the base the new export is diffed against is exact again.
+        let mut sync = sync;
+        if continue_run.is_none()
+            && let Some(last) = sync.last_run.clone()
+            && last.state == RunState::Running
+            && last.run_id != run_id
+        {
+            warn!(sync_id = %sync.sync_id, interrupted = %last.run_id, "finishing an interrupted run first");
+            let started = Instant::now();
+            let (recovered, continuing) = Box::pin(self.run_locked(
+                sync.clone(),
+                last.run_id.clone(),
+                holder,
+                RunTrigger::Continue,
+                None,
+                Some(last.run_id.clone()),
+                deadline,
+            ))
+            .await?;
+            self.log_run(&recovered, started.elapsed());
+            if continuing {
+                // Out of time: this request waits as the pending export; the interrupted run continues.
+                if let Some(k) = &export_key
+                    && let Some(p) = self.export_ref(k).await?
+                {
+                    st.set_pending_export(&sync.project_id, &sync.sync_id, &p)
+                        .await?;
+                }
+                return Ok((recovered, true));
+            }
+            sync = st
+                .get_sync(&sync.project_id, &sync.sync_id)
+                .await?
+                .unwrap_or(sync);
+        }
         let mut ledger = match &continue_run {
             Some(id) => match st.get_run(&sync.sync_id, id).await? {
                 Some(l) if l.state == RunState::Running => l,
@@ -709,7 +765,6 @@ impl Engine {
             ledger.duplicates = counts.duplicates;
             ledger.skipped = counts.skipped.clone();
         }
-        let mut sync = sync;
         sync.used_export = true;
 
         // The base: what the audience holds as far as we know.
@@ -766,15 +821,20 @@ impl Engine {
             ..Default::default()
         }));
         st.put_run(&ledger).await?;
+        // Visible on the sync while it runs: a later run that finds it still running knows it was cut off.
+        sync.last_run = Some(ledger.clone());
+        let sync = self.save_sync(sync).await?;
 
         let counters_before = self.deps.tiktok.counters();
         let mut run = Run {
+            holder: holder.to_string(),
             sync,
             ledger,
             token: conn.access_token,
             mapping: &mapping,
             deadline,
             calls_made: 0,
+            renewed_at: Instant::now(),
         };
         let applied = match run.sync.write_mode {
             WriteMode::CustomerFile => self.apply_files(&mut run, &d.adds, &d.removes).await?,
@@ -1033,7 +1093,7 @@ impl Engine {
             .commit_snapshot(
                 &run.sync.project_id,
                 &run.sync.sync_id,
-                &run.ledger.run_id,
+                &run.holder,
                 &pointer,
                 Utc::now(),
             )
@@ -1059,7 +1119,7 @@ impl Engine {
         run: &mut Run<'_>,
         adds_done: usize,
         removes_done: usize,
-    ) -> Result<(), EngineError> {
+    ) -> Result<Option<Stop>, EngineError> {
         run.calls_made += 1;
         if let Some(cp) = run.ledger.checkpoint.as_mut()
             && let Ok(mut c) = serde_json::from_value::<Checkpoint>(cp.clone())
@@ -1070,7 +1130,27 @@ impl Engine {
             *cp = json!(c);
         }
         self.deps.state.put_run(&run.ledger).await?;
-        Ok(())
+        // Long runs keep their lease fresh; a lost lease means another run may be working: stop.
+        if run.renewed_at.elapsed() > self.settings.lease_ttl / 3 {
+            let renewed = self
+                .deps
+                .state
+                .renew_lease(
+                    &run.sync.project_id,
+                    &run.sync.sync_id,
+                    &run.holder,
+                    self.settings.lease_ttl,
+                    Utc::now(),
+                )
+                .await?;
+            if renewed.is_none() {
+                return Ok(Some(Stop::Failed(
+                    "the sync's lease was lost mid-run; the next run re-plans".into(),
+                )));
+            }
+            run.renewed_at = Instant::now();
+        }
+        Ok(None)
     }
 
     fn note_request(&self, run: &mut Run<'_>, request_id: Option<String>) {
@@ -1218,8 +1298,13 @@ impl Engine {
                         } else {
                             out.removes_done = call.range.end;
                         }
-                        self.checkpoint(run, out.adds_done, out.removes_done)
-                            .await?;
+                        if let Some(stop) = self
+                            .checkpoint(run, out.adds_done, out.removes_done)
+                            .await?
+                        {
+                            out.stop = Some(stop);
+                            return Ok(out);
+                        }
                     }
                     // A held APPEND does not keep the REMOVEs from being tried.
                     Err(Stop::Held) if is_add => {
@@ -1419,7 +1504,9 @@ impl Engine {
                 if let Err(stop) = self.after_create(run, r).await {
                     return Ok(((0, 0), Some(stop)));
                 }
-                self.checkpoint(run, 0, 0).await?;
+                if let Some(stop) = self.checkpoint(run, 0, 0).await? {
+                    return Ok(((0, 0), Some(stop)));
+                }
             }
         }
         let Some(aid) = run.sync.tiktok_audience_id.clone() else {
@@ -1452,7 +1539,9 @@ impl Engine {
                             MappingAction::Add => adds_done = call.range.end,
                             MappingAction::Delete => removes_done = call.range.end,
                         }
-                        self.checkpoint(run, adds_done, removes_done).await?;
+                        if let Some(stop) = self.checkpoint(run, adds_done, removes_done).await? {
+                            return Ok(((adds_done, removes_done), Some(stop)));
+                        }
                     }
                     Err(e) => {
                         self.note_request(run, e.request_id.clone());
