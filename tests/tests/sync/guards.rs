@@ -452,3 +452,57 @@ async fn near_the_deadline_a_run_commits_and_continues() {
     let aid = s.tiktok_audience_id.expect("audience");
     assert_same(&w.members(&aid).await, &digests(&users), "audience");
 }
+
+#[tokio::test]
+async fn an_audience_deleted_on_tiktok_is_recreated_with_a_full_upload() {
+    let w = World::new().await;
+    let cohort = cohort_id();
+    let sync = w
+        .create_sync(&cohort, Cadence::OnUpload, WriteMode::CustomerFile)
+        .await;
+    let users = emails(0..1600);
+    let k = w.upload(&cohort, "2026-11-20T10:00", &users).await;
+    assert_eq!(
+        states(&w.handle(w.s3_event(&k)).await),
+        vec![RunState::Succeeded]
+    );
+    let old = w
+        .sync(&sync.sync_id)
+        .await
+        .tiktok_audience_id
+        .expect("audience");
+    // the advertiser deletes the audience in TikTok's UI
+    let client = crate::fixture::test_client(&w.config, &w.adapters);
+    let token =
+        audience_core::ports::TokenVault::get_connection(w.adapters.vault.as_ref(), &w.project)
+            .await
+            .expect("vault")
+            .expect("conn")
+            .access_token;
+    client
+        .delete_audiences(
+            &audience_tiktok::AccessToken::new(secrecy::ExposeSecret::expose_secret(&token)),
+            &w.advertiser,
+            std::slice::from_ref(&old),
+        )
+        .await
+        .expect("delete");
+    // the next change: TikTok answers 40007, the base is discarded, a new audience gets the whole cohort
+    let grown = emails(0..1700);
+    let k = w.upload(&cohort, "2026-11-21T10:00", &grown).await;
+    let out = w.handle(w.s3_event(&k)).await;
+    assert_eq!(states(&out), vec![RunState::Failed], "{out:?}");
+    let out = w.drain().await;
+    assert_eq!(states(&out), vec![RunState::Succeeded], "{out:?}");
+    let new = w
+        .sync(&sync.sync_id)
+        .await
+        .tiktok_audience_id
+        .expect("new audience");
+    assert_ne!(new, old);
+    assert_same(
+        &w.members(&new).await,
+        &digests(&grown),
+        "recreated audience",
+    );
+}

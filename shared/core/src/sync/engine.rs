@@ -1589,8 +1589,8 @@ impl Engine {
             .audience_status(&conn.access_token, &sync.advertiser_id, &aid)
             .await
         {
-            Ok(ack) => {
-                if let Some(v) = ack.value {
+            Ok(ack) => match ack.value {
+                Some(v) => {
                     sync.tiktok_status = Some(TikTokAudienceStatus {
                         is_valid: v.is_valid,
                         cover_num: v.cover_num,
@@ -1599,7 +1599,15 @@ impl Engine {
                         checked_at: Utc::now(),
                     });
                 }
-            }
+                None => {
+                    // Deleted (or expired and removed) on TikTok's side: without an audience the committed
+                    // base is ignored, so the next run recreates it with a full upload.
+                    warn!(sync_id = %sync.sync_id, audience_id = %aid, "TikTok no longer knows the audience");
+                    sync.tiktok_audience_id = None;
+                    sync.audience_create_intent = None;
+                    sync.tiktok_status = None;
+                }
+            },
             Err(e) => warn!(error = %e, sync_id = %sync.sync_id, "audience status not read back"),
         }
     }
