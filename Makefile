@@ -32,10 +32,11 @@ test: lint unit
 bench:
 	$(CARGO) bench -p audience-core --bench pipeline
 
-# The local demo (today: the pre-flight CLI on a generated Amplitude-style export; see README).
-demo:
-	$(CARGO) build --quiet -p audience-sync-cli
-	./scripts/demo.sh target/debug/audience-sync
+# The local demo: moto, the local stack (the real handlers) and the TikTok sandbox tell the story of a sync
+# from connect to delta; exits 0 only if the TikTok audience ends equal to the cohort.
+demo: venv
+	$(CARGO) build --quiet -p audience-sync-tests --bin audience-sync-local
+	MOTO_SERVER=$(abspath $(MOTO)) ./scripts/demo.sh target/debug/audience-sync-local
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,4 +1,4 @@
-//! Shared test support: the moto server harness (and later the local stack).
+//! Shared test support: the moto server harness and the local stack ([`local`], binary `audience-sync-local`).
 //!
 //! - [`moto_endpoint`]: `AWS_ENDPOINT_URL` when set (an external moto, e.g. the local stack's), else a
 //!   `moto_server` started once per test process on a free port. The server is killed when the test process
@@ -7,6 +7,9 @@
 //! - [`unique_name`]: resource names unique per test, so tests run in parallel against one server.
 //! - [`TestEnv`]: a fresh table, bucket and schedule group, provisioned as the SAM template does.
 //! - [`RecordingServer`]: a tiny HTTP server that records requests (e.g. Lambda `Invoke`, which moto cannot run).
+
+pub mod bench;
+pub mod local;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -1,5 +1,6 @@
 //! Wiring: configuration and clients built once per process, composed into what the handlers call.
 
+pub mod api;
 pub mod runner;
 
 /// JSON logs to stderr-free stdout as Lambda expects, level from `RUST_LOG` (default info). Never used to

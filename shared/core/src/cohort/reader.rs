@@ -36,14 +36,39 @@ pub enum ReadError {
     Io(#[from] io::Error),
 }
 
+/// An error names at most this many headers, each cut to this many characters: a file whose first line is
+/// junk or one 10 MB line must still give a short error (it is logged and stored in the run's ledger, a
+/// DynamoDB item of at most 400 KB).
+const SHOWN_HEADERS: usize = 20;
+const SHOWN_HEADER_CHARS: usize = 40;
+
 fn list_headers(h: &[String]) -> String {
     if h.is_empty() {
         return "(none)".to_string();
     }
-    h.iter()
-        .map(|s| format!("{s:?}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    let mut shown: Vec<String> = h
+        .iter()
+        .take(SHOWN_HEADERS)
+        .map(|s| show_header(s))
+        .collect();
+    if h.len() > SHOWN_HEADERS {
+        shown.push(format!("and {} more", h.len() - SHOWN_HEADERS));
+    }
+    shown.join(", ")
+}
+
+/// A "header" with an `@` or 7+ digits is a value (the file has no header row): never echoed, since error
+/// messages are logged and stored and must not carry a raw identifier.
+fn show_header(s: &str) -> String {
+    if s.contains('@') || s.bytes().filter(u8::is_ascii_digit).count() >= 7 {
+        return "<a value, not a header: is the header row missing?>".to_string();
+    }
+    let cut: String = s.chars().take(SHOWN_HEADER_CHARS).collect();
+    if cut.len() < s.len() {
+        format!("{cut:?}...")
+    } else {
+        format!("{s:?}")
+    }
 }
 
 fn list_positions(p: &[usize]) -> String {
@@ -220,8 +245,14 @@ pub fn scan_cohort<R: Read>(
     }
     let col = find_column(&rec, column)?;
     let mut stats = ReadStats::default();
+    let mut ends_in_break = false;
     while rdr.read_byte_record(&mut rec).map_err(csv_to_io)? {
         stats.rows += 1;
+        // A quote never closed swallows the rest of the file, line breaks included, into the last field of
+        // the last record. The csv crate ends such a field at EOF without an error; caught below.
+        ends_in_break = rec
+            .get(rec.len().saturating_sub(1))
+            .is_some_and(|f| matches!(f.last(), Some(b'\n' | b'\r')));
         let outcome = match rec.get(col) {
             Some(v) => normalizer.digest_field(v),
             None => Err(SkipReason::MalformedRow),
@@ -233,6 +264,18 @@ pub fn scan_cohort<R: Read>(
             }
             Err(r) => stats.skip(r),
         }
+    }
+    if ends_in_break {
+        // Counting it as one malformed row would silently drop every row after the quote (and a sync would
+        // remove those users): the file is refused whole.
+        return Err(ReadError::Io(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "a quoted value opened in row {} is never closed (unbalanced quote): the rest of the file \
+                 would be read as one value",
+                stats.rows
+            ),
+        )));
     }
     Ok(stats)
 }

@@ -1,0 +1,191 @@
+//! A project's integration: status, key mapping, disconnect.
+
+use audience_core::identifiers::KeyKind;
+use audience_core::model::KeyMapping;
+use audience_core::ports::SaveMapping;
+use audience_core::{Normalizer, ports::TikTokConnection};
+use audience_tiktok::{AccessToken, AppSecret, ExposeSecret};
+use serde::Deserialize;
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::views::{integration_json, mapping_json};
+use super::{Api, ApiError, ApiRequest, ApiResponse, ErrorCode, parse_body};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MappingBody {
+    amplitude_property: String,
+    tiktok_key: String,
+    #[serde(default)]
+    default_phone_region: Option<String>,
+}
+
+/// Validates and canonicalizes a mapping request: property trimmed, key and region uppercased.
+fn parse_mapping(body: MappingBody) -> Result<KeyMapping, ApiError> {
+    let property = body.amplitude_property.trim();
+    if property.is_empty() || property.chars().count() > 256 {
+        return Err(ApiError::invalid(
+            "amplitude_property must be 1-256 characters",
+        ));
+    }
+    let key: KeyKind = body
+        .tiktok_key
+        .trim()
+        .to_ascii_uppercase()
+        .parse()
+        .map_err(|_| ApiError::invalid("tiktok_key must be one of EMAIL, PHONE, IDFA, GAID"))?;
+    let region = body
+        .default_phone_region
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(str::to_ascii_uppercase);
+    if let Some(r) = &region {
+        if key != KeyKind::Phone {
+            return Err(ApiError::invalid(
+                "default_phone_region applies only to tiktok_key PHONE",
+            ));
+        }
+        Normalizer::new(key, Some(r)).map_err(|_| {
+            ApiError::invalid(format!(
+                "default_phone_region {r:?} is not a known region code (e.g. US, GB, DE)"
+            ))
+        })?;
+    }
+    Ok(KeyMapping {
+        amplitude_property: property.to_string(),
+        tiktok_key: key,
+        default_phone_region: region,
+    }
+    .canonical())
+}
+
+impl Api {
+    pub(crate) async fn get_integration(&self, project_id: &str) -> Result<ApiResponse, ApiError> {
+        let integration = self.deps.state.get_integration(project_id).await?;
+        let syncs = self.deps.state.list_syncs(project_id).await?.len();
+        Ok(ApiResponse::json(
+            200,
+            &integration_json(project_id, integration.as_ref(), syncs),
+        ))
+    }
+
+    pub(crate) async fn put_mapping(
+        &self,
+        req: &ApiRequest,
+        project_id: &str,
+    ) -> Result<ApiResponse, ApiError> {
+        let mapping = parse_mapping(parse_body(req)?)?;
+        match self
+            .deps
+            .state
+            .save_mapping(project_id, &mapping, self.now())
+            .await?
+        {
+            SaveMapping::Created => Ok(ApiResponse::json(201, &mapping_json(&mapping))),
+            SaveMapping::Unchanged => {
+                // Answer with what is stored (the first spelling of the property wins).
+                let stored = self
+                    .deps
+                    .state
+                    .get_integration(project_id)
+                    .await?
+                    .and_then(|i| i.mapping)
+                    .unwrap_or(mapping);
+                Ok(ApiResponse::json(200, &mapping_json(&stored)))
+            }
+            SaveMapping::Locked(existing) => Err(ApiError::new(
+                ErrorCode::MappingLocked,
+                format!(
+                    "the project already maps {:?} to {}; a mapping cannot change (disconnect first)",
+                    existing.amplitude_property,
+                    existing.tiktok_key.as_str()
+                ),
+            )),
+            SaveMapping::NotConnected => Err(not_connected(project_id)),
+        }
+    }
+
+    /// Disconnect: revoke the token (best effort), delete every sync with its schedule and snapshots, the
+    /// secret and the integration with its mapping. TikTok audiences are kept. Idempotent.
+    pub(crate) async fn disconnect(&self, project_id: &str) -> Result<ApiResponse, ApiError> {
+        if let Some(conn) = self.deps.vault.get_connection(project_id).await? {
+            self.revoke(project_id, &conn).await;
+        }
+        let mut kept = Vec::new();
+        for s in self.deps.state.list_syncs(project_id).await? {
+            self.remove_sync(&s).await?;
+            if let Some(a) = s.tiktok_audience_id {
+                kept.push(a);
+            }
+        }
+        self.deps.vault.delete_connection(project_id).await?;
+        self.deps.state.delete_integration(project_id).await?;
+        info!(
+            project_id,
+            audiences_kept = kept.len(),
+            "project disconnected"
+        );
+        Ok(ApiResponse::json(200, &json!({"audiences_kept": kept})))
+    }
+
+    async fn revoke(&self, project_id: &str, conn: &TikTokConnection) {
+        let app = match self.deps.vault.app_credentials().await {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(project_id, error = %e, "token not revoked: app credentials unavailable");
+                return;
+            }
+        };
+        let secret = AppSecret::new(app.secret.expose_secret());
+        let token = AccessToken::new(conn.access_token.expose_secret());
+        match self
+            .deps
+            .tiktok
+            .revoke_token(&app.app_id, &secret, &token)
+            .await
+        {
+            Ok(_) => info!(project_id, "TikTok token revoked"),
+            Err(e) => {
+                warn!(project_id, error = %e, "revoking the TikTok token failed (best effort)")
+            }
+        }
+    }
+}
+
+pub(crate) fn not_connected(project_id: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::NotConnected,
+        format!("project {project_id} is not connected to TikTok (POST .../connect first)"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(p: &str, k: &str, r: Option<&str>) -> MappingBody {
+        MappingBody {
+            amplitude_property: p.into(),
+            tiktok_key: k.into(),
+            default_phone_region: r.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn mapping_is_canonicalized() {
+        let m = parse_mapping(body("  Phone Number ", "phone", Some(" us "))).unwrap();
+        assert_eq!(m.amplitude_property, "Phone Number");
+        assert_eq!(m.tiktok_key, KeyKind::Phone);
+        assert_eq!(m.default_phone_region.as_deref(), Some("US"));
+    }
+
+    #[test]
+    fn bad_mappings_are_refused() {
+        assert!(parse_mapping(body(" ", "EMAIL", None)).is_err());
+        assert!(parse_mapping(body("email", "MAID", None)).is_err());
+        assert!(parse_mapping(body("email", "EMAIL", Some("US"))).is_err());
+        assert!(parse_mapping(body("phone", "PHONE", Some("XX"))).is_err());
+    }
+}

@@ -1,0 +1,589 @@
+//! Syncs, their runs, and previews.
+
+use audience_core::model::{
+    Cadence, IntegrationStatus, PreviewRecord, PreviewState, SyncConfig, SyncState, WriteMode,
+};
+use audience_core::ports::{CreateSync, ScheduleRate, schedule_name, update_sync_with};
+use audience_tiktok::AccessToken;
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tracing::{info, warn};
+
+use super::project::not_connected;
+use super::views::{run_json, sync_json};
+use super::{Api, ApiError, ApiRequest, ApiResponse, ErrorCode, parse_body, valid_id};
+
+/// TikTok keeps at most 400 custom audiences per advertiser.
+pub const MAX_AUDIENCES_PER_ADVERTISER: usize = 400;
+const DEFAULT_MAX_REMOVAL_RATIO: f64 = 0.5;
+const DEFAULT_MIN_CREATE_SIZE: u64 = 1000;
+const DEFAULT_RUNS_PAGE: u32 = 20;
+const MAX_RUNS_PAGE: u32 = 100;
+
+/// The warning an hourly customer-file sync carries.
+pub const HOURLY_CUSTOMER_FILE_WARNING: &str = "hourly customer_file sync: TikTok allows 24 create/update \
+     calls per audience per UTC day, so changes beyond that budget are deferred to the next day's runs";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateSyncBody {
+    cohort_id: String,
+    advertiser_id: String,
+    cadence: Cadence,
+    #[serde(default)]
+    audience_name: Option<String>,
+    #[serde(default)]
+    write_mode: Option<WriteMode>,
+    #[serde(default)]
+    max_removal_ratio: Option<f64>,
+    #[serde(default)]
+    min_create_size: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchSyncBody {
+    #[serde(default)]
+    cadence: Option<Cadence>,
+    #[serde(default)]
+    paused: Option<bool>,
+    #[serde(default)]
+    max_removal_ratio: Option<f64>,
+    #[serde(default)]
+    min_create_size: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreviewBody {
+    s3_key: String,
+}
+
+fn check_ratio(r: Option<f64>) -> Result<(), ApiError> {
+    match r {
+        Some(r) if !(r.is_finite() && (0.0..=1.0).contains(&r)) => Err(ApiError::invalid(
+            "max_removal_ratio must be a number from 0 to 1",
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn check_min_size(n: Option<u64>) -> Result<(), ApiError> {
+    match n {
+        Some(n) if !(1..=100_000_000).contains(&n) => Err(ApiError::invalid(
+            "min_create_size must be from 1 to 100000000",
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn warnings_for(cadence: Cadence, mode: WriteMode) -> Vec<String> {
+    if cadence == Cadence::Hourly && mode == WriteMode::CustomerFile {
+        vec![HOURLY_CUSTOMER_FILE_WARNING.to_string()]
+    } else {
+        vec![]
+    }
+}
+
+fn rate_of(cadence: Cadence) -> Option<ScheduleRate> {
+    match cadence {
+        Cadence::Hourly => Some(ScheduleRate::Hourly),
+        Cadence::Daily => Some(ScheduleRate::Daily),
+        Cadence::OneTime | Cadence::OnUpload => None,
+    }
+}
+
+/// Whether an existing sync answers this creation request: the fields the request gives must match.
+fn same_request(s: &SyncConfig, b: &CreateSyncBody, name: &Option<String>) -> bool {
+    s.cadence == b.cadence
+        && (name.is_none() || &s.audience_name == name)
+        && b.max_removal_ratio.is_none_or(|r| r == s.max_removal_ratio)
+        && b.min_create_size.is_none_or(|n| n == s.min_create_size)
+}
+
+fn sync_not_found(sync_id: &str) -> ApiError {
+    ApiError::not_found(format!("no sync {sync_id} in this project"))
+}
+
+impl Api {
+    async fn load_sync(&self, project_id: &str, sync_id: &str) -> Result<SyncConfig, ApiError> {
+        if !valid_id(sync_id) {
+            return Err(sync_not_found(sync_id));
+        }
+        self.deps
+            .state
+            .get_sync(project_id, sync_id)
+            .await?
+            .ok_or_else(|| sync_not_found(sync_id))
+    }
+
+    pub(crate) async fn list_syncs(&self, project_id: &str) -> Result<ApiResponse, ApiError> {
+        let mut syncs = self.deps.state.list_syncs(project_id).await?;
+        syncs.sort_by(|a, b| a.sync_id.cmp(&b.sync_id));
+        let list: Vec<Value> = syncs.iter().map(sync_json).collect();
+        Ok(ApiResponse::json(200, &json!({"syncs": list})))
+    }
+
+    pub(crate) async fn get_sync(
+        &self,
+        project_id: &str,
+        sync_id: &str,
+    ) -> Result<ApiResponse, ApiError> {
+        let s = self.load_sync(project_id, sync_id).await?;
+        Ok(ApiResponse::json(200, &sync_json(&s)))
+    }
+
+    pub(crate) async fn create_sync(
+        &self,
+        req: &ApiRequest,
+        project_id: &str,
+    ) -> Result<ApiResponse, ApiError> {
+        let b: CreateSyncBody = parse_body(req)?;
+        if !valid_id(&b.cohort_id) {
+            return Err(ApiError::invalid(
+                "cohort_id must be 1-64 characters of A-Z, a-z, 0-9, _ and -",
+            ));
+        }
+        if !valid_id(&b.advertiser_id) {
+            return Err(ApiError::invalid(
+                "advertiser_id must be a TikTok advertiser id (a string of digits)",
+            ));
+        }
+        let name = match b.audience_name.as_deref().map(str::trim) {
+            None => None,
+            Some(n) if n.is_empty() || n.chars().count() > 128 => {
+                return Err(ApiError::invalid("audience_name must be 1-128 characters"));
+            }
+            Some(n) => Some(n.to_string()),
+        };
+        check_ratio(b.max_removal_ratio)?;
+        check_min_size(b.min_create_size)?;
+        let write_mode = b.write_mode.unwrap_or_default();
+
+        let st = &self.deps.state;
+        let integration = st
+            .get_integration(project_id)
+            .await?
+            .filter(|i| i.status == IntegrationStatus::Connected)
+            .ok_or_else(|| not_connected(project_id))?;
+        if integration.mapping.is_none() {
+            return Err(ApiError::new(
+                ErrorCode::MappingMissing,
+                "save the key mapping (PUT .../mapping) before creating a sync",
+            ));
+        }
+        if !integration
+            .advertisers
+            .iter()
+            .any(|a| a.advertiser_id == b.advertiser_id)
+        {
+            return Err(ApiError::new(
+                ErrorCode::AdvertiserNotAuthorized,
+                format!(
+                    "advertiser {} is not among the ad accounts this project authorized",
+                    b.advertiser_id
+                ),
+            ));
+        }
+        // Idempotent creation: the same request answers the existing sync.
+        let existing = st.list_syncs(project_id).await?.into_iter().find(|s| {
+            s.cohort_id == b.cohort_id
+                && s.advertiser_id == b.advertiser_id
+                && s.write_mode == write_mode
+        });
+        if let Some(s) = existing {
+            return self.existing_answer(s, &b, &name);
+        }
+        self.check_audience_room(project_id, &b.advertiser_id)
+            .await?;
+
+        let now = self.now();
+        let sync_id = ulid::Ulid::new().to_string();
+        let sync = SyncConfig {
+            sync_id: sync_id.clone(),
+            project_id: project_id.to_string(),
+            cohort_id: b.cohort_id.clone(),
+            advertiser_id: b.advertiser_id.clone(),
+            cadence: b.cadence,
+            write_mode,
+            state: SyncState::Active,
+            audience_name: name.clone(),
+            max_removal_ratio: b.max_removal_ratio.unwrap_or(DEFAULT_MAX_REMOVAL_RATIO),
+            min_create_size: b.min_create_size.unwrap_or(DEFAULT_MIN_CREATE_SIZE),
+            tiktok_audience_id: None,
+            audience_create_intent: None,
+            schedule_name: b.cadence.is_recurring().then(|| schedule_name(&sync_id)),
+            committed: None,
+            pending_export: None,
+            last_run: None,
+            tiktok_status: None,
+            waiting_for_minimum: None,
+            held_removals: 0,
+            held_adds: 0,
+            deferred: 0,
+            used_export: false,
+            warnings: warnings_for(b.cadence, write_mode),
+            created_at: now,
+            updated_at: now,
+            version: 0,
+        };
+        let created = match st.create_sync(&sync).await? {
+            CreateSync::Created(s) => s,
+            // A concurrent identical request won the race.
+            CreateSync::Exists(s) => return self.existing_answer(s, &b, &name),
+        };
+        if let Some(rate) = rate_of(created.cadence)
+            && let Err(e) = self
+                .deps
+                .schedules
+                .upsert_schedule(project_id, &created.sync_id, rate, true)
+                .await
+        {
+            // No sync without its schedule: undo, and let the caller retry.
+            if let Err(undo) = st.delete_sync(project_id, &created.sync_id).await {
+                warn!(sync_id = %created.sync_id, error = %undo, "could not undo a sync without schedule");
+            }
+            return Err(e.into());
+        }
+        let mut body = sync_json(&created);
+        if created.cadence == Cadence::OneTime
+            && self
+                .deps
+                .cohorts
+                .newest_existing_export(&created.cohort_id)
+                .await?
+                .is_some()
+        {
+            let payload =
+                json!({"trigger": "manual", "project_id": project_id, "sync_id": created.sync_id});
+            if let Err(e) = self.deps.invoker.invoke_async(&payload).await {
+                warn!(sync_id = %created.sync_id, error = %e, "first run not started");
+                if let Some(w) = body.get_mut("warnings").and_then(Value::as_array_mut) {
+                    w.push(json!(format!(
+                        "the first run could not be started ({e}); start it with POST .../syncs/{}/run",
+                        created.sync_id
+                    )));
+                }
+            }
+        }
+        info!(project_id, sync_id = %created.sync_id, cadence = ?created.cadence, "sync created");
+        Ok(ApiResponse::json(201, &body))
+    }
+
+    fn existing_answer(
+        &self,
+        s: SyncConfig,
+        b: &CreateSyncBody,
+        name: &Option<String>,
+    ) -> Result<ApiResponse, ApiError> {
+        if same_request(&s, b, name) {
+            Ok(ApiResponse::json(200, &sync_json(&s)))
+        } else {
+            Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "sync {} already syncs cohort {} to advertiser {} ({}) with other settings; \
+                     PATCH or DELETE it",
+                    s.sync_id,
+                    s.cohort_id,
+                    s.advertiser_id,
+                    serde_json::to_value(s.write_mode)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default()
+                ),
+            ))
+        }
+    }
+
+    /// TikTok keeps at most 400 audiences per advertiser: count them before adding one more.
+    async fn check_audience_room(
+        &self,
+        project_id: &str,
+        advertiser_id: &str,
+    ) -> Result<(), ApiError> {
+        let conn = self
+            .deps
+            .vault
+            .get_connection(project_id)
+            .await?
+            .ok_or_else(|| not_connected(project_id))?;
+        let token = AccessToken::new(conn.access_token.expose_secret());
+        let list = self
+            .deps
+            .tiktok
+            .list_audiences(&token, advertiser_id)
+            .await
+            .map_err(|e| ApiError::tiktok(&e))?;
+        let n = list.data.len();
+        if n >= MAX_AUDIENCES_PER_ADVERTISER {
+            return Err(ApiError::new(
+                ErrorCode::AudienceLimit,
+                format!(
+                    "advertiser {advertiser_id} has {n} audiences; TikTok allows {MAX_AUDIENCES_PER_ADVERTISER} \
+                     (delete some on TikTok first)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn patch_sync(
+        &self,
+        req: &ApiRequest,
+        project_id: &str,
+        sync_id: &str,
+    ) -> Result<ApiResponse, ApiError> {
+        let b: PatchSyncBody = parse_body(req)?;
+        check_ratio(b.max_removal_ratio)?;
+        check_min_size(b.min_create_size)?;
+        let before = self.load_sync(project_id, sync_id).await?;
+        let updated = update_sync_with(self.deps.state.as_ref(), project_id, sync_id, |s| {
+            if let Some(c) = b.cadence {
+                if c != s.cadence && s.state == SyncState::Completed {
+                    // A completed one-time sync given another cadence runs again.
+                    s.state = SyncState::Active;
+                }
+                s.cadence = c;
+                s.schedule_name = c.is_recurring().then(|| schedule_name(&s.sync_id));
+                s.warnings = warnings_for(c, s.write_mode);
+            }
+            match b.paused {
+                Some(true) if s.state == SyncState::Active => s.state = SyncState::Paused,
+                Some(false) if s.state == SyncState::Paused => s.state = SyncState::Active,
+                _ => {}
+            }
+            if let Some(r) = b.max_removal_ratio {
+                s.max_removal_ratio = r;
+            }
+            if let Some(n) = b.min_create_size {
+                s.min_create_size = n;
+            }
+            s.updated_at = chrono::Utc::now();
+        })
+        .await?;
+        // The schedule follows the sync: present for hourly/daily, enabled only while active and connected.
+        match rate_of(updated.cadence) {
+            Some(rate) => {
+                let connected = self
+                    .deps
+                    .state
+                    .get_integration(project_id)
+                    .await?
+                    .is_some_and(|i| i.status == IntegrationStatus::Connected);
+                let enabled = updated.state == SyncState::Active && connected;
+                self.deps
+                    .schedules
+                    .upsert_schedule(project_id, sync_id, rate, enabled)
+                    .await?;
+            }
+            None if before.cadence.is_recurring() => {
+                self.deps.schedules.delete_schedule(sync_id).await?;
+            }
+            None => {}
+        }
+        Ok(ApiResponse::json(200, &sync_json(&updated)))
+    }
+
+    pub(crate) async fn delete_sync(
+        &self,
+        project_id: &str,
+        sync_id: &str,
+    ) -> Result<ApiResponse, ApiError> {
+        let s = self.load_sync(project_id, sync_id).await?;
+        self.remove_sync(&s).await?;
+        Ok(ApiResponse::empty(204))
+    }
+
+    /// Schedule, snapshots and reports, then the sync with its runs. The TikTok audience is kept.
+    pub(crate) async fn remove_sync(&self, s: &SyncConfig) -> Result<(), ApiError> {
+        self.deps.schedules.delete_schedule(&s.sync_id).await?;
+        self.deps
+            .cohorts
+            .delete_sync_objects(&s.project_id, &s.sync_id)
+            .await?;
+        self.deps
+            .state
+            .delete_sync(&s.project_id, &s.sync_id)
+            .await?;
+        info!(project_id = %s.project_id, sync_id = %s.sync_id, "sync deleted (audience kept)");
+        Ok(())
+    }
+
+    pub(crate) async fn run_sync(
+        &self,
+        project_id: &str,
+        sync_id: &str,
+    ) -> Result<ApiResponse, ApiError> {
+        let s = self.load_sync(project_id, sync_id).await?;
+        let connected = self
+            .deps
+            .state
+            .get_integration(project_id)
+            .await?
+            .is_some_and(|i| i.status == IntegrationStatus::Connected);
+        if !connected {
+            return Err(not_connected(project_id));
+        }
+        let payload = json!({"trigger": "manual", "project_id": project_id, "sync_id": s.sync_id});
+        self.deps.invoker.invoke_async(&payload).await?;
+        Ok(ApiResponse::json(202, &json!({"accepted": true})))
+    }
+
+    pub(crate) async fn list_runs(
+        &self,
+        req: &ApiRequest,
+        project_id: &str,
+        sync_id: &str,
+    ) -> Result<ApiResponse, ApiError> {
+        let limit = match req.query_param("limit") {
+            None => DEFAULT_RUNS_PAGE,
+            Some(v) => match v.parse::<u32>() {
+                Ok(n) if (1..=MAX_RUNS_PAGE).contains(&n) => n,
+                _ => {
+                    return Err(ApiError::invalid(format!(
+                        "limit must be a whole number from 1 to {MAX_RUNS_PAGE}"
+                    )));
+                }
+            },
+        };
+        let cursor = req.query_param("cursor").filter(|c| !c.is_empty());
+        if cursor.is_some_and(|c| !valid_id(c)) {
+            return Err(ApiError::invalid(
+                "cursor must be a next_cursor of a previous page",
+            ));
+        }
+        let s = self.load_sync(project_id, sync_id).await?;
+        let page = self.deps.state.list_runs(&s.sync_id, limit, cursor).await?;
+        let runs: Vec<Value> = page.runs.iter().map(run_json).collect();
+        Ok(ApiResponse::json(
+            200,
+            &json!({"runs": runs, "next_cursor": page.next_cursor}),
+        ))
+    }
+
+    pub(crate) async fn get_run(
+        &self,
+        project_id: &str,
+        sync_id: &str,
+        run_id: &str,
+    ) -> Result<ApiResponse, ApiError> {
+        let s = self.load_sync(project_id, sync_id).await?;
+        let not_found = || ApiError::not_found(format!("no run {run_id} of sync {sync_id}"));
+        if !valid_id(run_id) {
+            return Err(not_found());
+        }
+        let run = self
+            .deps
+            .state
+            .get_run(&s.sync_id, run_id)
+            .await?
+            .filter(|r| r.project_id == project_id)
+            .ok_or_else(not_found)?;
+        Ok(ApiResponse::json(200, &run_json(&run)))
+    }
+
+    pub(crate) async fn create_preview(
+        &self,
+        req: &ApiRequest,
+        project_id: &str,
+    ) -> Result<ApiResponse, ApiError> {
+        let b: PreviewBody = parse_body(req)?;
+        let key = b.s3_key;
+        let prefix = &self.settings.cohort_prefix;
+        let under_prefix = prefix.is_empty() || key.starts_with(&format!("{prefix}/"));
+        if key.is_empty() || key.len() > 1024 || !under_prefix {
+            return Err(ApiError::invalid(format!(
+                "s3_key must be the full key of an export under the cohort prefix {prefix:?}"
+            )));
+        }
+        let integration = self
+            .deps
+            .state
+            .get_integration(project_id)
+            .await?
+            .ok_or_else(|| not_connected(project_id))?;
+        if integration.mapping.is_none() {
+            return Err(ApiError::new(
+                ErrorCode::MappingMissing,
+                "save the key mapping (PUT .../mapping) before previewing",
+            ));
+        }
+        if self.deps.cohorts.head(&key).await?.is_none() {
+            return Err(ApiError::invalid(format!("no object at s3_key {key:?}")));
+        }
+        let now = self.now();
+        let preview_id = ulid::Ulid::new().to_string();
+        let mut record = PreviewRecord {
+            preview_id: preview_id.clone(),
+            project_id: project_id.to_string(),
+            s3_key: key.clone(),
+            state: PreviewState::Running,
+            report: None,
+            error: None,
+            created_at: now,
+            updated_at: now,
+        };
+        self.deps.state.put_preview(&record).await?;
+        let payload = json!({"trigger": "preview", "project_id": project_id, "preview_id": preview_id, "s3_key": key});
+        if let Err(e) = self.deps.invoker.invoke_async(&payload).await {
+            record.state = PreviewState::Failed;
+            record.error =
+                Some(json!({"code": "internal", "message": "the preview could not be started"}));
+            record.updated_at = self.now();
+            let _ = self.deps.state.put_preview(&record).await;
+            return Err(e.into());
+        }
+        Ok(ApiResponse::json(202, &json!({"preview_id": preview_id})))
+    }
+
+    pub(crate) async fn get_preview(
+        &self,
+        project_id: &str,
+        preview_id: &str,
+    ) -> Result<ApiResponse, ApiError> {
+        let not_found = || ApiError::not_found(format!("no preview {preview_id}"));
+        if !valid_id(preview_id) {
+            return Err(not_found());
+        }
+        let p = self
+            .deps
+            .state
+            .get_preview(project_id, preview_id)
+            .await?
+            .ok_or_else(not_found)?;
+        Ok(ApiResponse::json(
+            200,
+            &json!({
+                "state": serde_json::to_value(p.state).unwrap_or(Value::Null),
+                "report": p.report,
+                "error": p.error,
+            }),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hourly_customer_file_warns() {
+        assert_eq!(
+            warnings_for(Cadence::Hourly, WriteMode::CustomerFile).len(),
+            1
+        );
+        assert!(warnings_for(Cadence::Hourly, WriteMode::Streaming).is_empty());
+        assert!(warnings_for(Cadence::Daily, WriteMode::CustomerFile).is_empty());
+    }
+
+    #[test]
+    fn ratio_and_size_bounds() {
+        assert!(check_ratio(Some(1.5)).is_err());
+        assert!(check_ratio(Some(f64::NAN)).is_err());
+        assert!(check_ratio(Some(0.0)).is_ok());
+        assert!(check_min_size(Some(0)).is_err());
+        assert!(check_min_size(None).is_ok());
+    }
+}

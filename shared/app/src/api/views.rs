@@ -1,0 +1,100 @@
+//! The JSON shapes the API answers (documented in `docs/openapi.yaml`). Built field by field so that a
+//! change to a stored record never changes the API by accident, and engine-only fields (checkpoints, leases,
+//! snapshot pointers) never leak out.
+
+use audience_core::model::{ChangeCounts, Integration, KeyMapping, RunLedger, SyncConfig};
+use serde_json::{Value, json};
+
+fn counts(c: &ChangeCounts) -> Value {
+    json!({"planned": c.planned, "applied": c.applied, "held": c.held, "deferred": c.deferred})
+}
+
+fn enum_str<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// Run JSON.
+pub fn run_json(r: &RunLedger) -> Value {
+    json!({
+        "run_id": r.run_id,
+        "sync_id": r.sync_id,
+        "trigger": enum_str(&r.trigger),
+        "source_export": r.source_export,
+        "state": enum_str(&r.state),
+        "reason": r.reason,
+        "started_at": r.started_at,
+        "finished_at": r.finished_at,
+        "rows": r.rows,
+        "valid": r.valid,
+        "unique": r.unique,
+        "duplicates": r.duplicates,
+        "skipped": r.skipped,
+        "adds": counts(&r.adds),
+        "removes": counts(&r.removes),
+        "tiktok_calls": r.tiktok_calls,
+        "tiktok_request_ids": r.tiktok_request_ids,
+    })
+}
+
+/// Sync JSON (every sync route).
+pub fn sync_json(s: &SyncConfig) -> Value {
+    json!({
+        "sync_id": s.sync_id,
+        "project_id": s.project_id,
+        "cohort_id": s.cohort_id,
+        "advertiser_id": s.advertiser_id,
+        "cadence": enum_str(&s.cadence),
+        "write_mode": enum_str(&s.write_mode),
+        "state": enum_str(&s.state),
+        "max_removal_ratio": s.max_removal_ratio,
+        "min_create_size": s.min_create_size,
+        "tiktok_audience_id": s.tiktok_audience_id,
+        "tiktok_status": s.tiktok_status.as_ref().map(|t| json!({
+            "is_valid": t.is_valid,
+            "cover_num": t.cover_num,
+            "is_expiring": t.is_expiring,
+            "msg": t.msg,
+            "checked_at": t.checked_at,
+        })),
+        "waiting_for_minimum": s.waiting_for_minimum,
+        "held_removals": s.held_removals,
+        "held_adds": s.held_adds,
+        "deferred": s.deferred,
+        "pending_export": s.pending_export.as_ref().map(|e| e.s3_key.clone()),
+        "last_run": s.last_run.as_ref().map(run_json),
+        "warnings": s.warnings,
+    })
+}
+
+pub fn mapping_json(m: &KeyMapping) -> Value {
+    json!({
+        "amplitude_property": m.amplitude_property,
+        "tiktok_key": m.tiktok_key.as_str(),
+        "default_phone_region": m.default_phone_region,
+    })
+}
+
+/// `GET .../integration`: a project never connected (or disconnected) is `not_connected`, not 404.
+pub fn integration_json(project_id: &str, i: Option<&Integration>, syncs: usize) -> Value {
+    match i {
+        None => json!({
+            "project_id": project_id,
+            "status": "not_connected",
+            "advertisers": [],
+            "scopes": [],
+            "mapping": null,
+            "syncs": syncs,
+        }),
+        Some(i) => json!({
+            "project_id": project_id,
+            "status": i.status.as_str(),
+            "advertisers": i.advertisers.iter().map(|a| json!({
+                "advertiser_id": a.advertiser_id,
+                "advertiser_name": a.advertiser_name,
+            })).collect::<Vec<_>>(),
+            "scopes": i.scope_ids,
+            "mapping": i.mapping.as_ref().map(mapping_json),
+            "syncs": syncs,
+        }),
+    }
+}

@@ -1,0 +1,493 @@
+//! End-to-end benchmark: an Amplitude-style export of N users in moto's S3, the real engine and AWS adapters,
+//! the TikTok sandbox as its own process over real HTTP.
+//!
+//! ```text
+//! cargo build --release -p tiktok-sandbox -p audience-sync-tests --bin tiktok-sandbox --bin bench-e2e
+//! target/release/bench-e2e [USERS=1000000] [--streaming USERS (default min(USERS, 1M))] [--qps 10] [--out FILE]
+//! ```
+//!
+//! Runs (1) the first customer-file sync of USERS, (2) a 1 %-churn resync (1 % of users leave, as many
+//! join), (3) a first streaming sync. For each: per-stage wall time (from a timeline of the engine's S3 and
+//! TikTok calls), the same stages timed directly on the domain functions, peak RSS of this process (VmHWM,
+//! reset before each run), and the TikTok requests per action with ids per request from the sandbox's log.
+//! It needs `moto_server` (MOTO_SERVER, the workspace venv or PATH) or AWS_ENDPOINT_URL.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use audience_aws::{Adapters, Config};
+use audience_core::cohort::reader::{find_column, open_maybe_gzip, scan_cohort};
+use audience_core::digests::snapshot::SnapshotReader;
+use audience_core::digests::{DigestSet, diff};
+use audience_core::model::{
+    Advertiser, Cadence, KeyMapping, RunLedger, RunState, SyncConfig, SyncState, WriteMode,
+};
+use audience_core::ports::memory::RecordingInvoker;
+use audience_core::ports::{CohortStore, CreateSync, StateStore, TikTokConnection, TokenVault};
+use audience_core::sync::engine::Outcome;
+use audience_core::sync::{Deps, Engine, EngineSettings, RunnerInput};
+use audience_core::{KeyKind, Normalizer};
+use audience_sync_tests::bench::{
+    SandboxProcess, Stages, TimedApi, TimedStore, Timeline, requests_by_action, sandbox_bin,
+    stages, write_export,
+};
+use audience_sync_tests::{TestEnv, memory, moto_endpoint, unique_name};
+use audience_tiktok::{AppSecret, AudienceAdapter, ClientConfig, ExposeSecret, TikTokClient};
+use chrono::Utc;
+use serde_json::{Value, json};
+
+struct Args {
+    users: u64,
+    streaming: u64,
+    qps: u32,
+    out: Option<String>,
+}
+
+fn args() -> Result<Args> {
+    let mut users = 1_000_000u64;
+    let mut streaming = None;
+    let mut qps = 10u32;
+    let mut out = None;
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--streaming" => streaming = Some(it.next().context("--streaming N")?.parse()?),
+            "--qps" => qps = it.next().context("--qps N")?.parse()?,
+            "--out" => out = Some(it.next().context("--out FILE")?),
+            n => {
+                users = n
+                    .replace('_', "")
+                    .parse()
+                    .with_context(|| format!("users: {n}"))?
+            }
+        }
+    }
+    Ok(Args {
+        users,
+        streaming: streaming.unwrap_or(users.min(1_000_000)),
+        qps,
+        out,
+    })
+}
+
+/// The domain functions timed directly on the same S3 object (not inside the engine).
+#[derive(Debug, Default)]
+struct Direct {
+    read: Duration,
+    read_normalize_hash: Duration,
+    sort_dedupe: Duration,
+    base_load: Duration,
+    diff: Duration,
+    rows: u64,
+    unique: u64,
+    adds: u64,
+    removes: u64,
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 10_000.0).round() / 10.0
+}
+
+struct Bench {
+    env: TestEnv,
+    sandbox: SandboxProcess,
+    adapters: Adapters,
+    engine: Engine,
+    timeline: Timeline,
+    project: String,
+    work: tempfile::TempDir,
+}
+
+impl Bench {
+    async fn new(qps: u32) -> Result<Bench> {
+        let _ = moto_endpoint();
+        let env = TestEnv::new().await?;
+        let sandbox = SandboxProcess::start(&sandbox_bin()?, qps)?;
+        let mut vars: HashMap<&str, String> = HashMap::new();
+        vars.insert("TABLE_NAME", env.table.clone());
+        vars.insert("BUCKET_NAME", env.bucket.clone());
+        vars.insert("COHORT_PREFIX", "cohorts".into());
+        vars.insert("SECRET_PREFIX", env.secret_prefix.clone());
+        vars.insert("SCHEDULE_GROUP", env.schedule_group.clone());
+        vars.insert(
+            "SYNC_RUNNER_ARN",
+            "arn:aws:lambda:us-east-1:123456789012:function:sync-runner".into(),
+        );
+        vars.insert(
+            "SCHEDULER_ROLE_ARN",
+            "arn:aws:iam::123456789012:role/scheduler".into(),
+        );
+        vars.insert("TIKTOK_HOST", sandbox.base_url.clone());
+        vars.insert("TIKTOK_RATE", qps.to_string());
+        let config = Config::from_lookup(|k| vars.get(k).cloned())?;
+        let adapters = Adapters::new(&env.clients, &config)?;
+        let client = TikTokClient::new(ClientConfig {
+            host: config.tiktok_host.clone(),
+            rate_per_second: config.tiktok_rate * audience_tiktok::TIER_SHARE,
+            rate_gate: Some(adapters.rate_gate.clone()),
+            ..ClientConfig::default()
+        })?;
+        let timeline = Timeline::default();
+        let work = tempfile::tempdir()?;
+        let engine = Engine::new(
+            Deps {
+                state: adapters.state.clone(),
+                vault: adapters.vault.clone(),
+                cohorts: Arc::new(TimedStore {
+                    inner: adapters.cohorts.clone(),
+                    timeline: timeline.clone(),
+                }),
+                schedules: adapters.schedules.clone().context("schedules")?,
+                invoker: Arc::new(RecordingInvoker::new()),
+                tiktok: Arc::new(TimedApi {
+                    inner: Arc::new(AudienceAdapter::new(client.clone())),
+                    timeline: timeline.clone(),
+                }),
+            },
+            EngineSettings {
+                work_dir: work.path().to_path_buf(),
+                ..EngineSettings::default()
+            },
+        );
+        let project = unique_name("bench");
+        // Connect: consent, code exchange, token stored, integration connected, email mapping saved.
+        let code = sandbox.consent_code().await?;
+        let grant = client
+            .exchange_auth_code(
+                &sandbox.app_id,
+                &AppSecret::new(sandbox.secret.clone()),
+                &code,
+            )
+            .await?
+            .data;
+        let conn = TikTokConnection {
+            access_token: grant.access_token.expose_secret().to_string().into(),
+            advertiser_ids: grant.advertiser_ids.clone(),
+            scope_ids: grant.scope.iter().map(|s| *s as u32).collect(),
+            connected_at: Utc::now(),
+        };
+        adapters.vault.put_connection(&project, &conn).await?;
+        let advertisers: Vec<Advertiser> = grant
+            .advertiser_ids
+            .iter()
+            .map(|a| Advertiser {
+                advertiser_id: a.clone(),
+                advertiser_name: format!("adv {a}"),
+            })
+            .collect();
+        adapters
+            .state
+            .record_connection(&project, &advertisers, &conn.scope_ids, Utc::now())
+            .await?;
+        let mapping = KeyMapping {
+            amplitude_property: "email".into(),
+            tiktok_key: KeyKind::Email,
+            default_phone_region: None,
+        };
+        adapters
+            .state
+            .save_mapping(&project, &mapping, Utc::now())
+            .await?;
+        Ok(Bench {
+            env,
+            sandbox,
+            adapters,
+            engine,
+            timeline,
+            project,
+            work,
+        })
+    }
+
+    async fn create_sync(&self, cohort: &str, mode: WriteMode) -> Result<SyncConfig> {
+        let now = Utc::now();
+        let sync = SyncConfig {
+            schedule_name: None,
+            sync_id: ulid::Ulid::new().to_string(),
+            project_id: self.project.clone(),
+            cohort_id: cohort.to_string(),
+            advertiser_id: self.sandbox.advertiser_ids[0].clone(),
+            cadence: Cadence::OnUpload,
+            write_mode: mode,
+            state: SyncState::Active,
+            audience_name: Some(format!("Bench {cohort}")),
+            max_removal_ratio: 0.5,
+            min_create_size: 1000,
+            tiktok_audience_id: None,
+            audience_create_intent: None,
+            committed: None,
+            pending_export: None,
+            last_run: None,
+            tiktok_status: None,
+            waiting_for_minimum: None,
+            held_removals: 0,
+            held_adds: 0,
+            deferred: 0,
+            used_export: false,
+            warnings: vec![],
+            created_at: now,
+            updated_at: now,
+            version: 0,
+        };
+        Ok(match self.adapters.state.create_sync(&sync).await? {
+            CreateSync::Created(s) | CreateSync::Exists(s) => s,
+        })
+    }
+
+    /// Generates and uploads an export; returns (key, bytes, upload time).
+    async fn upload(
+        &self,
+        cohort: &str,
+        stamp: &str,
+        users: std::ops::Range<u64>,
+    ) -> Result<(String, u64, Duration)> {
+        let path = self.work.path().join(format!("{cohort}-{stamp}.csv"));
+        let size = write_export(&path, users)?;
+        let key = format!("cohorts/{cohort}_{stamp}_existing.csv");
+        let t = Instant::now();
+        let body = aws_sdk_s3::primitives::ByteStream::from_path(&path).await?;
+        self.env
+            .clients
+            .s3
+            .put_object()
+            .bucket(&self.env.bucket)
+            .key(&key)
+            .body(body)
+            .send()
+            .await
+            .context("put export")?;
+        let took = t.elapsed();
+        std::fs::remove_file(&path)?;
+        Ok((key, size, took))
+    }
+
+    /// The stages timed directly on the domain functions, reading the same object from S3.
+    async fn direct(&self, key: &str, sync: &SyncConfig) -> Result<Direct> {
+        let mut d = Direct::default();
+        // read only: gunzip/BOM + CSV + column lookup, the identifier bytes touched, nothing normalized
+        let body = self.adapters.cohorts.open(key).await?.body;
+        let (read, rows) = tokio::task::spawn_blocking(move || -> Result<(Duration, u64)> {
+            let t = Instant::now();
+            let input = open_maybe_gzip(body, false)?;
+            let mut rdr = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .flexible(true)
+                .buffer_capacity(256 * 1024)
+                .from_reader(input);
+            let mut rec = csv::ByteRecord::new();
+            if !rdr.read_byte_record(&mut rec)? {
+                bail!("empty export");
+            }
+            let col = find_column(&rec, "email")?;
+            let (mut rows, mut bytes) = (0u64, 0u64);
+            while rdr.read_byte_record(&mut rec)? {
+                rows += 1;
+                bytes += rec.get(col).map_or(0, |v| v.len() as u64);
+            }
+            std::hint::black_box(bytes);
+            Ok((t.elapsed(), rows))
+        })
+        .await??;
+        d.read = read;
+        d.rows = rows;
+        // the reader as the engine runs it: read + normalize + hash into a Vec
+        let body = self.adapters.cohorts.open(key).await?.body;
+        let (took, digests) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let n = Normalizer::new(KeyKind::Email, None)?;
+            let t = Instant::now();
+            let mut all = Vec::new();
+            scan_cohort(open_maybe_gzip(body, false)?, "email", &n, |x| all.push(x))?;
+            Ok((t.elapsed(), all))
+        })
+        .await??;
+        d.read_normalize_hash = took;
+        let t = Instant::now();
+        let (set, _) = DigestSet::from_unsorted(digests);
+        d.sort_dedupe = t.elapsed();
+        d.unique = set.len() as u64;
+        // the base: the committed snapshot, as the engine loads it
+        let base = match (&sync.committed, &sync.tiktok_audience_id) {
+            (Some(p), Some(_)) => {
+                let t = Instant::now();
+                let body = self.adapters.cohorts.open_snapshot(&p.snapshot).await?.body;
+                let set = tokio::task::spawn_blocking(move || -> Result<DigestSet> {
+                    let r = SnapshotReader::open(std::io::BufReader::with_capacity(1 << 20, body))?;
+                    Ok(r.read_all()?.1)
+                })
+                .await??;
+                d.base_load = t.elapsed();
+                set
+            }
+            _ => DigestSet::default(),
+        };
+        let t = Instant::now();
+        let change = diff(base.as_slice(), set.as_slice());
+        d.diff = t.elapsed();
+        d.adds = change.adds.len() as u64;
+        d.removes = change.removes.len() as u64;
+        Ok(d)
+    }
+
+    async fn sync(&self, id: &str) -> Result<SyncConfig> {
+        self.adapters
+            .state
+            .get_sync(&self.project, id)
+            .await?
+            .context("sync exists")
+    }
+
+    /// One engine run on an S3 event for `key`, with its timeline, peak RSS and TikTok requests.
+    async fn run(&self, label: &str, sync_id: &str, key: &str, direct: Direct) -> Result<Value> {
+        let log_before = self.sandbox.requests().await?.len();
+        let rss_before = memory::rss_kib().unwrap_or(0);
+        let reset = memory::reset_peak();
+        let event = json!({"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+            "s3": {"bucket": {"name": self.env.bucket}, "object": {"key": key.replace(':', "%3A")}}}]});
+        let input = RunnerInput::parse(&event)?;
+        self.timeline.reset();
+        let t = Instant::now();
+        let out = self.engine.handle(input, None).await?;
+        let total = t.elapsed();
+        let peak = memory::peak_rss_kib().unwrap_or(0);
+        let st: Stages = stages(&self.timeline.events(), total);
+        match out.as_slice() {
+            [
+                Outcome::Run {
+                    state: RunState::Succeeded,
+                    ..
+                },
+            ] => {}
+            other => bail!("{label}: {other:?}"),
+        }
+        let sync = self.sync(sync_id).await?;
+        let ledger: RunLedger = sync.last_run.clone().context("ledger")?;
+        let log = self.sandbox.requests().await?;
+        let by_action = requests_by_action(&log[log_before..]);
+        let stages_json = json!({
+            "setup_ms": ms(st.setup), "read_normalize_hash_ms": ms(st.read_normalize_hash),
+            "sort_base_diff_ms": ms(st.sort_base_diff), "of_which_base_snapshot_ms": ms(st.base_snapshot),
+            "apply_ms": ms(st.apply), "of_which_in_tiktok_calls_ms": ms(st.in_tiktok_calls),
+            "commit_ms": ms(st.commit), "of_which_snapshot_upload_ms": ms(st.snapshot_upload),
+            "finish_ms": ms(st.finish), "total_ms": ms(st.total),
+        });
+        let direct_json = json!({
+            "read_ms": ms(direct.read),
+            "normalize_hash_ms": ms(direct.read_normalize_hash.saturating_sub(direct.read)),
+            "read_normalize_hash_ms": ms(direct.read_normalize_hash),
+            "sort_dedupe_ms": ms(direct.sort_dedupe), "base_load_ms": ms(direct.base_load),
+            "diff_ms": ms(direct.diff), "rows": direct.rows, "unique": direct.unique,
+            "adds": direct.adds, "removes": direct.removes,
+        });
+        let requests: Value = by_action
+            .iter()
+            .map(|(k, (n, ids, max))| {
+                (
+                    k.clone(),
+                    json!({"requests": n, "ids": ids, "max_ids_per_request": max,
+                           "ids_per_request": if *n > 0 { *ids as f64 / *n as f64 } else { 0.0 }}),
+                )
+            })
+            .collect::<serde_json::Map<String, Value>>()
+            .into();
+        let r = json!({
+            "scenario": label,
+            "rows": ledger.rows, "unique": ledger.unique,
+            "adds_applied": ledger.adds.applied, "removes_applied": ledger.removes.applied,
+            "tiktok_calls": ledger.tiktok_calls,
+            "audience_cover_num": sync.tiktok_status.as_ref().and_then(|s| s.cover_num),
+            "engine_stages": stages_json, "direct_stages": direct_json,
+            "rss_before_kib": rss_before, "peak_rss_kib": peak, "peak_was_reset": reset,
+            "tiktok_requests": requests,
+            "sandbox_peak_rss_kib": self.sandbox.peak_rss_kib(),
+        });
+        eprintln!("{}", serde_json::to_string_pretty(&r)?);
+        if direct.adds != ledger.adds.applied || direct.removes != ledger.removes.applied {
+            bail!(
+                "{label}: the engine applied +{} -{}, the direct diff says +{} -{}",
+                ledger.adds.applied,
+                ledger.removes.applied,
+                direct.adds,
+                direct.removes
+            );
+        }
+        Ok(r)
+    }
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().next().map(str::to_string))
+        .unwrap_or_default();
+    json!({"cpu": cpu, "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "memory": mem})
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let a = args()?;
+    let b = Bench::new(a.qps).await?;
+    let mut results = Vec::new();
+    let n = a.users;
+    let churn = (n / 100).max(1);
+
+    // (1) first customer-file sync of N users
+    let cohort = format!("c{}", ulid::Ulid::new().to_string().to_lowercase());
+    let sync = b.create_sync(&cohort, WriteMode::CustomerFile).await?;
+    let (k1, size1, up1) = b.upload(&cohort, "2026-11-20T10:00", 0..n).await?;
+    eprintln!(
+        "export 1: {n} users, {size1} bytes, uploaded to moto in {:.1} s",
+        up1.as_secs_f64()
+    );
+    let d = b.direct(&k1, &b.sync(&sync.sync_id).await?).await?;
+    let mut r = b
+        .run("customer_file first sync", &sync.sync_id, &k1, d)
+        .await?;
+    r["export_bytes"] = json!(size1);
+    results.push(r);
+
+    // (2) 1 %-churn resync: the first 1 % leave, as many new users join
+    let (k2, size2, _) = b
+        .upload(&cohort, "2026-11-21T10:00", churn..n + churn)
+        .await?;
+    let d = b.direct(&k2, &b.sync(&sync.sync_id).await?).await?;
+    let mut r = b
+        .run("customer_file 1 % churn resync", &sync.sync_id, &k2, d)
+        .await?;
+    r["export_bytes"] = json!(size2);
+    results.push(r);
+
+    // (3) first streaming sync
+    if a.streaming > 0 {
+        let cohort = format!("c{}", ulid::Ulid::new().to_string().to_lowercase());
+        let sync = b.create_sync(&cohort, WriteMode::Streaming).await?;
+        let (k3, size3, _) = b
+            .upload(&cohort, "2026-11-20T10:00", 0..a.streaming)
+            .await?;
+        let d = b.direct(&k3, &b.sync(&sync.sync_id).await?).await?;
+        let mut r = b.run("streaming first sync", &sync.sync_id, &k3, d).await?;
+        r["export_bytes"] = json!(size3);
+        results.push(r);
+    }
+
+    let report = json!({
+        "machine": machine(), "users": n, "streaming_users": a.streaming, "qps": a.qps,
+        "engine_settings": format!("{:?}", EngineSettings::default()),
+        "results": results,
+    });
+    let out = a.out.unwrap_or_else(|| format!("bench-e2e-{n}.json"));
+    std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
+    println!("{}", serde_json::to_string(&report)?);
+    eprintln!("written to {out}");
+    Ok(())
+}
