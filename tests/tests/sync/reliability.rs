@@ -470,3 +470,71 @@ async fn interrupted_run_is_finished_before_a_newer_export_streaming() {
         crash_then_newer_export(WriteMode::Streaming, k).await;
     }
 }
+
+/// Two schedules firing together and every S3 event delivered three times, concurrently: one effective run
+/// per export, and the sandbox never applies the same batch twice.
+#[tokio::test]
+async fn concurrent_duplicate_triggers_apply_each_batch_once() {
+    let w = World::new().await;
+    let cohort = cohort_id();
+    let sync = w
+        .create_sync(&cohort, Cadence::Daily, WriteMode::Streaming)
+        .await;
+    let schedule = json!({"trigger": "schedule", "project_id": w.project, "sync_id": sync.sync_id});
+    w.upload(&cohort, "2026-11-20T10:00", &emails(0..900)).await;
+    let (a, b) = tokio::join!(w.handle(schedule.clone()), w.handle(schedule.clone()));
+    let outcomes: Vec<_> = a.into_iter().chain(b).collect();
+    let ran = outcomes
+        .iter()
+        .filter(|o| {
+            matches!(
+                o,
+                audience_core::sync::engine::Outcome::Run {
+                    state: RunState::Succeeded,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(ran, 1, "one effective run: {outcomes:?}");
+    w.drain().await;
+    let k2 = w
+        .upload(&cohort, "2026-11-21T10:00", &emails(100..1000))
+        .await;
+    // two schedule firings and the export's S3 event, all at once (a daily sync ignores uploads once it has
+    // used an export, so the event is acknowledged; the schedules race for the lease)
+    tokio::join!(
+        w.handle(schedule.clone()),
+        w.handle(schedule.clone()),
+        w.handle(w.s3_event(&k2))
+    );
+    w.drain().await;
+    let s = w.sync(&sync.sync_id).await;
+    let aid = s.tiktok_audience_id.clone().expect("audience");
+    assert_same(
+        &w.members(&aid).await,
+        &digests(&emails(100..1000)),
+        "after concurrent triggers",
+    );
+    let effective = w
+        .runs(&sync.sync_id)
+        .await
+        .iter()
+        .filter(|r| r.state == RunState::Succeeded)
+        .count();
+    assert_eq!(effective, 2, "one effective run per export");
+    // no batch applied twice (no faults were injected, so no retries either)
+    let mut seen = std::collections::HashSet::new();
+    for r in w
+        .sandbox
+        .requests()
+        .iter()
+        .filter(|r| r.applied && r.path.ends_with("/segment/mapping/"))
+    {
+        assert!(
+            seen.insert((r.action.clone(), r.ids_sha256.clone())),
+            "batch applied twice: {r:?}"
+        );
+    }
+    assert!(seen.len() >= 2);
+}
