@@ -5,15 +5,24 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 MOTO := $(VENV)/bin/moto_server
+SAMVENV := .venv-sam
 CARGO ?= cargo
 
-.PHONY: test lint fmt-check clippy unit bench demo venv clean-venv
+.PHONY: test lint fmt-check clippy unit bench demo venv clean-venv template-lint sam-build
 
 $(MOTO):
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==5.2.5'
 
 venv: $(MOTO)
+
+# cfn-lint for infra/template.yaml (its own small venv; the SAM CLI is only needed for `make sam-build`).
+$(SAMVENV)/bin/cfn-lint:
+	python3 -m venv $(SAMVENV)
+	$(SAMVENV)/bin/pip install --quiet --disable-pip-version-check 'cfn-lint==1.58.0'
+
+template-lint: $(SAMVENV)/bin/cfn-lint
+	$(SAMVENV)/bin/cfn-lint infra/template.yaml
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -27,7 +36,14 @@ lint: fmt-check clippy
 unit: venv
 	MOTO_SERVER=$(abspath $(MOTO)) $(CARGO) test --workspace
 
-test: lint unit
+test: lint template-lint unit
+
+# Builds the three Lambda bootstraps as SAM does for `sam deploy` (installs the SAM CLI and cargo-lambda into
+# .venv-sam; arm64 needs `rustup target add aarch64-unknown-linux-gnu`). Not part of `make test`.
+sam-build: $(SAMVENV)/bin/cfn-lint
+	$(SAMVENV)/bin/pip install --quiet --disable-pip-version-check 'aws-sam-cli==1.170.0' 'cargo-lambda==1.9.2'
+	PATH=$(abspath $(SAMVENV))/bin:$$PATH SAM_CLI_TELEMETRY=0 $(SAMVENV)/bin/sam validate --lint
+	PATH=$(abspath $(SAMVENV))/bin:$$PATH SAM_CLI_TELEMETRY=0 $(SAMVENV)/bin/sam build
 
 bench:
 	$(CARGO) bench -p audience-core --bench pipeline
