@@ -8,7 +8,7 @@ MOTO := $(VENV)/bin/moto_server
 SAMVENV := .venv-sam
 CARGO ?= cargo
 
-.PHONY: test lint fmt-check clippy unit bench demo venv clean-venv template-lint sam-build
+.PHONY: test lint fmt-check clippy unit bench demo venv clean-venv template-lint sam-build fuzz bench-e2e
 
 $(MOTO):
 	python3 -m venv $(VENV)
@@ -53,6 +53,21 @@ bench:
 demo: venv
 	$(CARGO) build --quiet -p audience-sync-tests --bin audience-sync-local
 	MOTO_SERVER=$(abspath $(MOTO)) ./scripts/demo.sh target/debug/audience-sync-local
+
+FUZZ_SECONDS ?= 300
+# Coverage-guided fuzzing of the cohort reader and the normalizer (nightly toolchain + `cargo install
+# cargo-fuzz`); bounded in time, not part of `make test`. See fuzz/README.md.
+fuzz:
+	cd fuzz && for t in cohort_reader normalizer; do \
+		mkdir -p corpus/$$t && \
+		cargo +nightly fuzz run -O $$t corpus/$$t seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 || exit 1; \
+	done
+
+USERS ?= 1000000
+# End-to-end benchmark on moto + the sandbox (USERS=10000000 for 10M); figures in BENCHMARKS.md.
+bench-e2e: venv
+	$(CARGO) build --release -p tiktok-sandbox -p audience-sync-tests --bin tiktok-sandbox --bin bench-e2e
+	MOTO_SERVER=$(abspath $(MOTO)) target/release/bench-e2e $(USERS) --out target/bench-e2e-$(USERS).json
 
 clean-venv:
 	rm -rf $(VENV)

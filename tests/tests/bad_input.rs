@@ -774,3 +774,33 @@ async fn an_unbalanced_quote_mid_file_removes_no_one() {
     assert_eq!(w.sandbox.requests().len(), log_before, "no TikTok request");
     assert_eq!(w.members(&audience), digests(&users), "nobody removed");
 }
+
+/// A big export becomes customer files of TikTok's size (here one 2.6 MB file of 40,000 digests): the sandbox
+/// once refused any upload over axum's 2 MB default body limit ("invalid multipart body").
+#[tokio::test]
+async fn a_large_export_uploads_as_one_customer_file() {
+    let w = World::new().await;
+    let users = members_of(0..40_000);
+    let key = format!("cohorts/{}_2026-11-20T10:00_existing.csv", w.cohort);
+    w.put(&key, export(&users)).await;
+    let log_before = w.sandbox.requests().len();
+    let out = w.deliver(&key).await;
+    assert!(
+        matches!(
+            out.as_slice(),
+            [Outcome::Run {
+                state: RunState::Succeeded,
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
+    let uploads: Vec<usize> = w.sandbox.requests()[log_before..]
+        .iter()
+        .filter(|r| r.path.ends_with("/file/upload/") && r.applied)
+        .map(|r| r.ids)
+        .collect();
+    assert_eq!(uploads, vec![40_000], "one file of every digest");
+    let audience = w.audience_id(&w.current().await);
+    assert_eq!(w.members(&audience), digests(&users));
+}

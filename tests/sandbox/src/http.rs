@@ -7,8 +7,10 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, Multipart, Path, Query, Request, State as AxState};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::extract::{
+    DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State as AxState,
+};
+use axum::http::{Extensions, HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use serde::Deserialize;
@@ -49,6 +51,9 @@ pub fn router(shared: Shared) -> Router {
         .route("/_sandbox/faults", post(ctl_set_faults).get(ctl_get_faults))
         .route("/_sandbox/reset", post(ctl_reset))
         .route("/_sandbox/clock", post(ctl_clock))
+        // Multipart re-reads the body under axum's limit (2 MB by default): TikTok-sized customer files
+        // need the sandbox's own.
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(shared)
 }
 
@@ -94,7 +99,12 @@ fn first_of_json_query(q: &HashMap<String, String>, name: &str) -> Option<String
         .and_then(|v| first_of_array(Some(&v)))
 }
 
-async fn parse_body(method: &Method, headers: &HeaderMap, body: Bytes) -> Parsed {
+async fn parse_body(
+    method: &Method,
+    headers: &HeaderMap,
+    extensions: &Extensions,
+    body: Bytes,
+) -> Parsed {
     if method == Method::GET {
         return Parsed::Query;
     }
@@ -104,13 +114,15 @@ async fn parse_body(method: &Method, headers: &HeaderMap, body: Bytes) -> Parsed
         .unwrap_or("")
         .to_string();
     if ctype.starts_with("multipart/form-data") {
-        let req = match Request::builder()
+        let mut req = match Request::builder()
             .header(header::CONTENT_TYPE, ctype)
             .body(Body::from(body))
         {
             Ok(r) => r,
             Err(e) => return Parsed::Invalid(e.to_string()),
         };
+        // carries the DefaultBodyLimit set on the router
+        *req.extensions_mut() = extensions.clone();
         let mut mp = match Multipart::from_request(req, &()).await {
             Ok(m) => m,
             Err(e) => return Parsed::Invalid(format!("invalid multipart body: {e}")),
@@ -260,7 +272,7 @@ async fn open_api(AxState(sb): AxState<Shared>, req: Request) -> Response {
         Ok(b) => b,
         Err(_) => return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response(),
     };
-    let parsed = parse_body(&method, &parts.headers, bytes).await;
+    let parsed = parse_body(&method, &parts.headers, &parts.extensions, bytes).await;
     let endpoint = path.strip_prefix(API_PREFIX).unwrap_or("").to_string();
 
     let (ts_ms, desc, decision, request_id, latency) = {

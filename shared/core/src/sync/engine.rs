@@ -872,11 +872,13 @@ impl Engine {
             Some(Stop::Held) => {
                 run.ledger.adds.held += rest_adds;
                 run.ledger.removes.held += rest_removes;
+                // The totals held (adds may have been held earlier in the run, before the REMOVEs).
                 (
                     RunState::Succeeded,
                     Some(format!(
                         "TikTok would not edit the audience now (fewer than 1,000 matched users, or still \
-                         processing): {rest_adds} adds and {rest_removes} removes are held for a later run"
+                         processing): {} adds and {} removes are held for a later run",
+                        run.ledger.adds.held, run.ledger.removes.held
                     )),
                 )
             }
