@@ -215,74 +215,44 @@ impl Engine {
                 }
                 Ok(out)
             }
-            RunnerInput::Trigger(t) => match t {
-                Trigger::Schedule {
-                    project_id,
-                    sync_id,
-                } => self
-                    .run_sync(
-                        &project_id,
-                        &sync_id,
-                        RunTrigger::Schedule,
-                        None,
-                        None,
-                        deadline,
-                    )
-                    .await
-                    .map(|o| vec![o]),
-                Trigger::Manual {
-                    project_id,
-                    sync_id,
-                } => self
-                    .run_sync(
-                        &project_id,
-                        &sync_id,
-                        RunTrigger::Manual,
-                        None,
-                        None,
-                        deadline,
-                    )
-                    .await
-                    .map(|o| vec![o]),
-                Trigger::Pending {
-                    project_id,
-                    sync_id,
-                    s3_key,
-                } => self
-                    .run_sync(
-                        &project_id,
-                        &sync_id,
-                        RunTrigger::Pending,
-                        Some(s3_key),
-                        None,
-                        deadline,
-                    )
-                    .await
-                    .map(|o| vec![o]),
-                Trigger::Continue {
-                    project_id,
-                    sync_id,
-                    run_id,
-                } => self
-                    .run_sync(
-                        &project_id,
-                        &sync_id,
+            RunnerInput::Trigger(t) => {
+                // (project, sync, run trigger, export key, run to continue)
+                let (project_id, sync_id, trigger, key, cont) = match t {
+                    Trigger::Schedule {
+                        project_id,
+                        sync_id,
+                    } => (project_id, sync_id, RunTrigger::Schedule, None, None),
+                    Trigger::Manual {
+                        project_id,
+                        sync_id,
+                    } => (project_id, sync_id, RunTrigger::Manual, None, None),
+                    Trigger::Pending {
+                        project_id,
+                        sync_id,
+                        s3_key,
+                    } => (project_id, sync_id, RunTrigger::Pending, Some(s3_key), None),
+                    Trigger::Continue {
+                        project_id,
+                        sync_id,
+                        run_id,
+                    } => (
+                        project_id,
+                        sync_id,
                         RunTrigger::Continue,
                         None,
                         Some(run_id),
-                        deadline,
-                    )
-                    .await
-                    .map(|o| vec![o]),
-                Trigger::Preview {
-                    project_id,
-                    preview_id,
-                    s3_key,
-                } => self
-                    .preview(&project_id, &preview_id, &s3_key)
-                    .await
-                    .map(|o| vec![o]),
-            },
+                    ),
+                    Trigger::Preview {
+                        project_id,
+                        preview_id,
+                        s3_key,
+                    } => return Ok(vec![self.preview(&project_id, &preview_id, &s3_key).await?]),
+                };
+                let o = self
+                    .run_sync(&project_id, &sync_id, trigger, key, cont, deadline)
+                    .await?;
+                Ok(vec![o])
+            }
         }
     }
 
