@@ -62,6 +62,10 @@ struct Args {
     /// The sync-runner's timeout in seconds (each invocation's deadline, as Lambda's).
     #[arg(long, default_value_t = 900)]
     runner_timeout: u64,
+    /// Seconds a run's lease on its sync lasts without renewal (default 1200, longer than any Lambda run;
+    /// tests shorten it to see a killed run recovered quickly).
+    #[arg(long, default_value_t = 1200)]
+    lease_seconds: u64,
 }
 
 fn main() -> ExitCode {
@@ -129,6 +133,7 @@ async fn run(args: Args, mut out: File) -> anyhow::Result<ExitCode> {
         tiktok_qps: args.tiktok_qps,
         match_rate: args.match_rate,
         runner_timeout: Duration::from_secs(args.runner_timeout),
+        lease_ttl: Duration::from_secs(args.lease_seconds),
     })
     .await?;
     writeln!(out, "{}", stack.ready.line())?;

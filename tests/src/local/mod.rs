@@ -63,6 +63,8 @@ pub struct StackOptions {
     pub match_rate: f64,
     /// The sync-runner's timeout (each invocation's deadline).
     pub runner_timeout: Duration,
+    /// How long a run's lease on its sync lasts without renewal (a killed run's lease expires after it).
+    pub lease_ttl: Duration,
 }
 
 impl Default for StackOptions {
@@ -78,6 +80,7 @@ impl Default for StackOptions {
             tiktok_qps: 10,
             match_rate: 0.7,
             runner_timeout: Duration::from_secs(900),
+            lease_ttl: EngineSettings::default().lease_ttl,
         }
     }
 }
@@ -209,6 +212,7 @@ impl Stack {
             &clients,
             EngineSettings {
                 work_dir: work.path().to_path_buf(),
+                lease_ttl: opts.lease_ttl,
                 ..EngineSettings::default()
             },
         )

@@ -83,3 +83,103 @@ async fn restart_keeps_aws_and_tiktok_state() {
         "one audience, not a new one after the restart"
     );
 }
+
+/// The stack's process is killed (SIGKILL) while a run is talking to TikTok, then started again: the lease of
+/// the dead run expires, the next export first finishes the interrupted run, and the audience ends exactly
+/// equal to the newest cohort, with one audience.
+#[tokio::test]
+async fn killed_mid_sync_then_restarted_converges() {
+    let sandbox = Sandbox::start(SandboxOptions {
+        match_rate: 1.0,
+        ..SandboxOptions::default()
+    })
+    .await
+    .expect("sandbox");
+    let name = support::stack_name();
+    let flags = [
+        "--tiktok-sandbox",
+        sandbox.base_url.as_str(),
+        "--lease-seconds",
+        "3",
+    ];
+    let p = support::project();
+    let cohort = support::cohort();
+    let t0 = Utc.with_ymd_and_hms(2026, 11, 25, 14, 0, 0).unwrap();
+    let first = amplitude_export(&cohort, t0, &users(0..1_200), Dirt::NONE, false);
+
+    let st = support::start_named(&name, &flags).await;
+    st.connect_with_email(&p).await;
+    let sync = st
+        .create_sync(
+            &p,
+            json!({"cohort_id": cohort, "advertiser_id": st.advertiser(), "cadence": "on_upload"}),
+        )
+        .await;
+    let sid = sync["sync_id"].as_str().expect("sync_id").to_string();
+    let k1 = st.upload(&first).await;
+    assert_eq!(st.run_of(&p, &sid, &k1).await["state"], "succeeded");
+
+    // every TikTok answer now takes 1.5 s: the next run is mid-flight when the process dies
+    st.c.sandbox_post("/_sandbox/faults", json!({"latency_ms": 1500}))
+        .await
+        .expect("latency");
+    let before = sandbox.requests().len();
+    let second = amplitude_export(
+        &cohort,
+        t0 + chrono::Duration::hours(1),
+        &users(300..1_500),
+        Dirt::NONE,
+        false,
+    );
+    st.upload(&second).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !sandbox.requests()[before..]
+        .iter()
+        .any(|r| r.applied && r.path.ends_with("/update/"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run reached TikTok"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    drop(st); // SIGKILL, mid-run: the run's ledger stays "running", its lease held
+    restart_and_check(&name, &flags, &p, &sid, &cohort, t0).await;
+}
+
+async fn restart_and_check(
+    name: &str,
+    flags: &[&str],
+    p: &str,
+    sid: &str,
+    cohort: &str,
+    t0: chrono::DateTime<Utc>,
+) {
+    let st = support::start_named(name, flags).await;
+    st.c.sandbox_post("/_sandbox/faults", json!({"latency_ms": 0}))
+        .await
+        .expect("no latency");
+    tokio::time::sleep(std::time::Duration::from_millis(3_500)).await; // the dead run's lease expires
+    // the newest export drops some users the interrupted run may have added, and keeps others
+    let third = amplitude_export(
+        cohort,
+        t0 + chrono::Duration::hours(2),
+        &users(200..1_400),
+        Dirt::NONE,
+        false,
+    );
+    let k3 = st.upload(&third).await;
+    let r3 = st.run_of(p, sid, &k3).await;
+    assert_eq!(r3["state"], "succeeded", "{r3}");
+    st.assert_audience_is(p, sid, &third).await;
+    let runs = st.c.runs(p, sid).await.expect("runs");
+    assert!(
+        runs.iter().all(|r| r["state"] != "running"),
+        "the interrupted run was finished: {runs:?}"
+    );
+    let audiences =
+        st.c.audiences_of(&st.advertiser())
+            .await
+            .expect("audiences");
+    assert_eq!(audiences.len(), 1, "one audience");
+}
