@@ -72,6 +72,25 @@ async fn whole_flow_then_a_delta_with_removals() {
     assert_eq!(s["state"], "active");
     // Runs print their metrics (EMF) on the functions' stdout; the stack's stdout stays the ready line alone.
     assert_eq!(st.stdout_after_ready(), Vec::<String>::new());
+
+    // Every log line the stack wrote (all functions, the dispatcher, the scheduler) is free of the cohort's
+    // raw identifiers and of the admin token (the ready line, on stdout, is the one place it appears).
+    let log = std::fs::read_to_string(&st.log)
+        .expect("stack log")
+        .to_lowercase();
+    assert!(
+        log.contains("sync run"),
+        "the run log lines are in the stack log"
+    );
+    let leaked = users(0..1_450)
+        .iter()
+        .filter(|u| log.contains(u.as_str()))
+        .count();
+    assert_eq!(leaked, 0, "raw identifiers in the stack log");
+    assert!(
+        !log.contains(&st.c.ready.admin_token.to_lowercase()),
+        "admin token in the stack log"
+    );
 }
 
 /// A preview of an export, started through the API and computed by the runner, counts every row.
