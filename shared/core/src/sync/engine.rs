@@ -722,6 +722,7 @@ impl Engine {
         let read = match self.read_export(&key, &mapping).await? {
             Ok(r) => r,
             Err(why) => {
+                let why = format!("the export could not be used: {why}");
                 return self
                     .finish_quiet(sync, ledger, RunState::Failed, Some(why))
                     .await;
@@ -947,17 +948,15 @@ impl Engine {
         Ok((ledger, continuing))
     }
 
-    /// Streams the export through the pipeline on a blocking thread. `Ok(Err(reason))`: the file could not
-    /// be used (a run state, not an infrastructure failure).
+    /// Streams an object through the pipeline on a blocking thread (any key: a preview may name a file
+    /// outside Amplitude's naming; gzip by name or by magic bytes). `Ok(Err(reason))`: the file could not be
+    /// used (a run state, not an infrastructure failure).
     async fn read_export(
         &self,
         key: &str,
         mapping: &KeyMapping,
     ) -> Result<Result<CohortDigests, String>, EngineError> {
-        let name = match parse_export_key(key) {
-            Ok(n) => n,
-            Err(e) => return Ok(Err(e.to_string())),
-        };
+        let gzip = key.to_ascii_lowercase().ends_with(".gz");
         let norm =
             match Normalizer::new(mapping.tiktok_key, mapping.default_phone_region.as_deref()) {
                 Ok(n) => n,
@@ -965,16 +964,15 @@ impl Engine {
             };
         let object = match self.deps.cohorts.open(key).await {
             Ok(o) => o,
-            Err(PortError::NotFound(_)) => return Ok(Err(format!("export {key} disappeared"))),
+            Err(PortError::NotFound(_)) => return Ok(Err(format!("no object {key}"))),
             Err(e) => return Err(e.into()),
         };
         let column = mapping.amplitude_property.clone();
-        let read = tokio::task::spawn_blocking(move || {
-            digest_reader(object.body, name.gzip, &column, &norm)
-        })
-        .await
-        .map_err(|e| EngineError::Internal(format!("reader task: {e}")))?;
-        Ok(read.map_err(|e| format!("the export could not be used: {e}")))
+        let read =
+            tokio::task::spawn_blocking(move || digest_reader(object.body, gzip, &column, &norm))
+                .await
+                .map_err(|e| EngineError::Internal(format!("reader task: {e}")))?;
+        Ok(read.map_err(|e| e.to_string()))
     }
 
     /// The committed snapshot, unless there is no audience (nothing is held on TikTok) or it was made under
@@ -1615,7 +1613,7 @@ impl Engine {
                 "mapping_missing",
                 "save the key mapping before previewing".to_string(),
             )),
-            Some(m) => match self.read_export_any(s3_key, m).await? {
+            Some(m) => match self.read_export(s3_key, m).await? {
                 Ok(read) => {
                     let name = parse_export_key(s3_key).ok();
                     let report = PreviewReport::new(
@@ -1650,31 +1648,6 @@ impl Engine {
             preview_id: preview_id.to_string(),
             state: record.state,
         })
-    }
-
-    /// Like `read_export` but for any key (a preview may name a file outside Amplitude's naming).
-    async fn read_export_any(
-        &self,
-        key: &str,
-        mapping: &KeyMapping,
-    ) -> Result<Result<CohortDigests, String>, EngineError> {
-        let gzip = key.to_ascii_lowercase().ends_with(".gz");
-        let norm =
-            match Normalizer::new(mapping.tiktok_key, mapping.default_phone_region.as_deref()) {
-                Ok(n) => n,
-                Err(e) => return Ok(Err(e.to_string())),
-            };
-        let object = match self.deps.cohorts.open(key).await {
-            Ok(o) => o,
-            Err(PortError::NotFound(_)) => return Ok(Err(format!("no object {key}"))),
-            Err(e) => return Err(e.into()),
-        };
-        let column = mapping.amplitude_property.clone();
-        let read =
-            tokio::task::spawn_blocking(move || digest_reader(object.body, gzip, &column, &norm))
-                .await
-                .map_err(|e| EngineError::Internal(format!("reader task: {e}")))?;
-        Ok(read.map_err(|e| e.to_string()))
     }
 
     /// One structured line per run, plus CloudWatch embedded-metric figures. Counts and ids only.
