@@ -10,29 +10,28 @@
 #[path = "../corpus/bad-input/generated.rs"]
 mod generated;
 
-use std::collections::{BTreeSet, HashMap};
+// The engine tests' connected-project fixture (not every helper is used here).
+#[allow(dead_code)]
+#[path = "sync/fixture.rs"]
+mod fixture;
+
+use fixture::{digests, export_csv};
+
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use audience_aws::{Adapters, Config};
 use audience_core::cohort::naming::{NamingError, decode_s3_event_key, parse_export_key};
 use audience_core::cohort::reader::{ReadError, digest_reader};
-use audience_core::model::{
-    Advertiser, Cadence, KeyMapping, RunState, SyncConfig, SyncState, WriteMode,
-};
-use audience_core::ports::memory::RecordingInvoker;
-use audience_core::ports::{CreateSync, StateStore, TikTokConnection, TokenVault};
+use audience_core::model::{Cadence, RunState, SyncConfig, WriteMode};
+use audience_core::ports::StateStore;
+use audience_core::sync::EngineSettings;
 use audience_core::sync::engine::Outcome;
 use audience_core::sync::input::RunnerInput;
-use audience_core::sync::{Deps, Engine, EngineSettings};
 use audience_core::{KeyKind, Normalizer};
-use audience_sync_tests::{TestEnv, unique_name};
-use audience_tiktok::{AppSecret, AudienceAdapter, ClientConfig, ExposeSecret, TikTokClient};
-use chrono::Utc;
 use serde_json::{Value, json};
-use tiktok_sandbox::{RunningSandbox, Sandbox, SandboxOptions};
+use tiktok_sandbox::SandboxOptions;
 
 fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/bad-input")
@@ -299,99 +298,49 @@ fn every_key_decodes_and_parses_as_listed() {
 
 // ---- the engine on moto + the TikTok sandbox ----
 
-/// A connected project with one on-upload customer-file sync mapped to the `email` column.
+/// A connected project (the engine tests' fixture) with one on-upload customer-file sync, production batch
+/// sizes (a large export must go up as one customer file).
 struct World {
-    env: TestEnv,
-    sandbox: RunningSandbox,
-    adapters: Adapters,
-    engine: Engine,
-    project: String,
+    w: fixture::World,
     sync: SyncConfig,
     cohort: String,
 }
 
+impl std::ops::Deref for World {
+    type Target = fixture::World;
+    fn deref(&self) -> &fixture::World {
+        &self.w
+    }
+}
+
 impl World {
     async fn new() -> World {
-        let env = TestEnv::new().await.expect("moto resources");
-        let sandbox = Sandbox::start(SandboxOptions {
+        let opts = SandboxOptions {
             qps: 50,
             // every digest matches: the audience stays editable (>= 1,000 matched) at this small size
             match_rate: 1.0,
             ..SandboxOptions::default()
+        };
+        let w = fixture::World::with(opts, |s| EngineSettings {
+            digests_per_file: EngineSettings::default().digests_per_file,
+            files_per_call: EngineSettings::default().files_per_call,
+            ..s
         })
-        .await
-        .expect("sandbox");
-        let mut vars: HashMap<&str, String> = HashMap::new();
-        vars.insert("TABLE_NAME", env.table.clone());
-        vars.insert("BUCKET_NAME", env.bucket.clone());
-        vars.insert("COHORT_PREFIX", "cohorts".into());
-        vars.insert("SECRET_PREFIX", env.secret_prefix.clone());
-        vars.insert("SCHEDULE_GROUP", env.schedule_group.clone());
-        vars.insert(
-            "SYNC_RUNNER_ARN",
-            "arn:aws:lambda:us-east-1:123456789012:function:sync-runner".into(),
-        );
-        vars.insert(
-            "SCHEDULER_ROLE_ARN",
-            "arn:aws:iam::123456789012:role/scheduler".into(),
-        );
-        vars.insert("TIKTOK_HOST", sandbox.base_url.clone());
-        vars.insert("TIKTOK_RATE", "50".into());
-        let config = Config::from_lookup(|k| vars.get(k).cloned()).expect("config");
-        let adapters = Adapters::new(&env.clients, &config).expect("adapters");
-        let client = tiktok_client(&config, &adapters);
-        let work = std::env::temp_dir();
-        let engine = Engine::new(
-            Deps {
-                state: adapters.state.clone(),
-                vault: adapters.vault.clone(),
-                cohorts: adapters.cohorts.clone(),
-                schedules: adapters.schedules.clone().expect("schedules"),
-                invoker: Arc::new(RecordingInvoker::new()),
-                tiktok: Arc::new(AudienceAdapter::new(client.clone())),
-            },
-            EngineSettings {
-                work_dir: work,
-                ..EngineSettings::default()
-            },
-        );
-        let project = unique_name("proj");
-        connect(&sandbox, &client, &adapters, &project).await;
-        let cohort = format!("c{}", ulid::Ulid::new().to_string().to_lowercase());
-        let sync = create_sync(
-            &adapters,
-            &project,
-            &cohort,
-            sandbox.advertiser_ids()[0].clone(),
-        )
         .await;
-        World {
-            env,
-            sandbox,
-            adapters,
-            engine,
-            project,
-            sync,
-            cohort,
-        }
+        let cohort = format!("c{}", ulid::Ulid::new().to_string().to_lowercase());
+        let sync = w
+            .create_sync(&cohort, Cadence::OnUpload, WriteMode::CustomerFile)
+            .await;
+        World { w, sync, cohort }
     }
 
     async fn put(&self, key: &str, body: Vec<u8>) {
-        self.env
-            .clients
-            .s3
-            .put_object()
-            .bucket(&self.env.bucket)
-            .key(key)
-            .body(body.into())
-            .send()
-            .await
-            .expect("put object");
+        self.w.put(key, body).await;
     }
 
     /// Delivers the S3 ObjectCreated event for a raw key, URL-encoded as S3 does, through the runner's parser.
     async fn deliver(&self, key: &str) -> Vec<Outcome> {
-        let event = s3_event(&self.env.bucket, &s3_event_encode(key));
+        let event = self.s3_event(key);
         let input = RunnerInput::parse(&event).expect("a well-formed S3 event");
         self.engine.handle(input, None).await.expect("engine")
     }
@@ -430,159 +379,6 @@ impl World {
     }
 }
 
-fn tiktok_client(config: &Config, adapters: &Adapters) -> TikTokClient {
-    TikTokClient::new(ClientConfig {
-        host: config.tiktok_host.clone(),
-        rate_per_second: config.tiktok_rate * audience_tiktok::TIER_SHARE,
-        rate_gate: Some(adapters.rate_gate.clone()),
-        ..ClientConfig::default()
-    })
-    .expect("tiktok client")
-}
-
-/// Consent (in-process), code exchange over HTTP, token stored, integration connected, email mapping saved.
-async fn connect(
-    sandbox: &RunningSandbox,
-    client: &TikTokClient,
-    adapters: &Adapters,
-    project: &str,
-) {
-    let code = sandbox
-        .shared()
-        .lock()
-        .consent(sandbox.app_id(), "http://127.0.0.1:9/cb")
-        .expect("consent")
-        .expect("approved");
-    let grant = client
-        .exchange_auth_code(sandbox.app_id(), &AppSecret::new(sandbox.secret()), &code)
-        .await
-        .expect("exchange")
-        .data;
-    let conn = TikTokConnection {
-        access_token: grant.access_token.expose_secret().to_string().into(),
-        advertiser_ids: grant.advertiser_ids.clone(),
-        scope_ids: grant.scope.iter().map(|s| *s as u32).collect(),
-        connected_at: Utc::now(),
-    };
-    adapters
-        .vault
-        .put_connection(project, &conn)
-        .await
-        .expect("vault");
-    let advertisers: Vec<Advertiser> = grant
-        .advertiser_ids
-        .iter()
-        .map(|a| Advertiser {
-            advertiser_id: a.clone(),
-            advertiser_name: format!("adv {a}"),
-        })
-        .collect();
-    adapters
-        .state
-        .record_connection(project, &advertisers, &conn.scope_ids, Utc::now())
-        .await
-        .expect("connection");
-    let mapping = KeyMapping {
-        amplitude_property: "email".into(),
-        tiktok_key: KeyKind::Email,
-        default_phone_region: None,
-    };
-    adapters
-        .state
-        .save_mapping(project, &mapping, Utc::now())
-        .await
-        .expect("mapping");
-}
-
-async fn create_sync(
-    adapters: &Adapters,
-    project: &str,
-    cohort: &str,
-    advertiser: String,
-) -> SyncConfig {
-    let now = Utc::now();
-    let sync = SyncConfig {
-        schedule_name: None,
-        sync_id: ulid::Ulid::new().to_string(),
-        project_id: project.to_string(),
-        cohort_id: cohort.to_string(),
-        advertiser_id: advertiser,
-        cadence: Cadence::OnUpload,
-        write_mode: WriteMode::CustomerFile,
-        state: SyncState::Active,
-        audience_name: Some(format!("Bad input {cohort}")),
-        max_removal_ratio: 0.5,
-        min_create_size: 1000,
-        tiktok_audience_id: None,
-        audience_create_intent: None,
-        committed: None,
-        pending_export: None,
-        last_run: None,
-        tiktok_status: None,
-        waiting_for_minimum: None,
-        held_removals: 0,
-        held_adds: 0,
-        deferred: 0,
-        used_export: false,
-        warnings: vec![],
-        created_at: now,
-        updated_at: now,
-        version: 0,
-    };
-    match adapters
-        .state
-        .create_sync(&sync)
-        .await
-        .expect("create sync")
-    {
-        CreateSync::Created(s) | CreateSync::Exists(s) => s,
-    }
-}
-
-/// S3 event notifications URL-encode keys: a space becomes `+`, reserved and non-ASCII bytes `%XX`.
-fn s3_event_encode(key: &str) -> String {
-    let mut out = String::new();
-    for b in key.bytes() {
-        match b {
-            b' ' => out.push('+'),
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' | b'*' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
-fn s3_event(bucket: &str, encoded_key: &str) -> Value {
-    json!({"Records": [{
-        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
-        "eventTime": "2026-11-26T10:00:00.000Z", "eventName": "ObjectCreated:Put",
-        "userIdentity": {"principalId": "AWS:EXAMPLE"},
-        "requestParameters": {"sourceIPAddress": "127.0.0.1"},
-        "responseElements": {"x-amz-request-id": "R", "x-amz-id-2": "I"},
-        "s3": {"s3SchemaVersion": "1.0", "configurationId": "cohort-exports",
-               "bucket": {"name": bucket, "ownerIdentity": {"principalId": "A"}, "arn": format!("arn:aws:s3:::{bucket}")},
-               "object": {"key": encoded_key, "size": 1, "eTag": "e", "sequencer": "0A"}}
-    }]})
-}
-
-fn export(emails: &[String]) -> Vec<u8> {
-    let mut body = String::from("Amplitude ID,User ID,email\n");
-    for (i, e) in emails.iter().enumerate() {
-        body.push_str(&format!("{},u{i},{e}\n", 1000 + i));
-    }
-    body.into_bytes()
-}
-
-fn digests(raw: &[String]) -> BTreeSet<String> {
-    let n = Normalizer::new(KeyKind::Email, None).expect("normalizer");
-    raw.iter()
-        .filter_map(|e| n.digest(e).ok())
-        .map(|d| d.to_hex())
-        .collect()
-}
-
 fn members_of(range: std::ops::Range<usize>) -> Vec<String> {
     // No overlap with the corpus's user{i}@example.com: every corpus file would remove the whole audience.
     range.map(|i| format!("Member{i}@Example.org")).collect()
@@ -615,7 +411,7 @@ async fn a_file_that_failed_to_read_never_changes_an_audience() {
         "cohorts/{}_2026-11-20T10:00_existing_my key+x.csv",
         w.cohort
     );
-    w.put(&key, export(&baseline)).await;
+    w.put(&key, export_csv(&baseline)).await;
     let out = w.deliver(&key).await;
     assert!(
         matches!(
@@ -674,7 +470,7 @@ async fn a_file_that_failed_to_read_never_changes_an_audience() {
     // Names that break Amplitude's convention, and a key that decodes to one, start no run at all.
     let runs_before = w.runs().await;
     let log_before = w.sandbox.requests().len();
-    let body = export(&members_of(0..10));
+    let body = export_csv(&members_of(0..10));
     for key in [
         "cohorts/Cohort export (1).csv".to_string(),
         format!("cohorts/{}_2026-11-22T10:00_everyone.csv", w.cohort),
@@ -690,10 +486,10 @@ async fn a_file_that_failed_to_read_never_changes_an_audience() {
         );
     }
     // An event key that is not valid URL encoding is refused before the engine sees it.
-    let bad = s3_event(
-        &w.env.bucket,
-        &format!("cohorts/{}_2026-11-22T10%3A00_existing.csv%FF", w.cohort),
-    );
+    let bad = w.s3_event_encoded(&format!(
+        "cohorts/{}_2026-11-22T10%3A00_existing.csv%FF",
+        w.cohort
+    ));
     assert!(RunnerInput::parse(&bad).is_err(), "bad event key accepted");
     assert_eq!(
         w.runs().await,
@@ -706,7 +502,7 @@ async fn a_file_that_failed_to_read_never_changes_an_audience() {
     // The sync is not stuck: the next good export applies exactly its difference.
     let next = members_of(10..1210);
     let key = format!("cohorts/{}_2026-11-23T10:00_existing.csv", w.cohort);
-    w.put(&key, export(&next)).await;
+    w.put(&key, export_csv(&next)).await;
     let out = w.deliver(&key).await;
     assert!(
         matches!(
@@ -739,7 +535,7 @@ async fn an_unbalanced_quote_mid_file_removes_no_one() {
     let w = World::new().await;
     let users: Vec<String> = (0..1000).map(|i| format!("user{i}@example.com")).collect();
     let key = format!("cohorts/{}_2026-11-20T10:00_existing.csv", w.cohort);
-    w.put(&key, export(&users)).await;
+    w.put(&key, export_csv(&users)).await;
     let out = w.deliver(&key).await;
     assert!(
         matches!(
@@ -782,7 +578,7 @@ async fn a_large_export_uploads_as_one_customer_file() {
     let w = World::new().await;
     let users = members_of(0..40_000);
     let key = format!("cohorts/{}_2026-11-20T10:00_existing.csv", w.cohort);
-    w.put(&key, export(&users)).await;
+    w.put(&key, export_csv(&users)).await;
     let log_before = w.sandbox.requests().len();
     let out = w.deliver(&key).await;
     assert!(

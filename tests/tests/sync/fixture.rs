@@ -212,7 +212,7 @@ impl World {
             .await
             .expect("connection");
         let mapping = KeyMapping {
-            amplitude_property: "Email".into(),
+            amplitude_property: "email".into(),
             tiktok_key: KeyKind::Email,
             default_phone_region: None,
         };
@@ -285,13 +285,9 @@ impl World {
 
     /// Uploads an Amplitude-style export (`Amplitude ID,User ID,email` columns) and returns its raw key.
     pub async fn upload(&self, cohort: &str, stamp: &str, emails: &[String]) -> String {
-        let mut body = String::from("Amplitude ID,User ID,email\n");
-        for (i, e) in emails.iter().enumerate() {
-            body.push_str(&format!("{},u{i},{e}\n", 1000 + i));
-        }
         self.put(
             &format!("cohorts/{cohort}_{stamp}_existing_test.csv"),
-            body.into_bytes(),
+            export_csv(emails),
         )
         .await
     }
@@ -310,16 +306,14 @@ impl World {
         key.to_string()
     }
 
-    /// The real S3 ObjectCreated event JSON for a key (URL-encoded like S3 does).
+    /// The real S3 ObjectCreated event JSON for a raw key (URL-encoded like S3 does).
     pub fn s3_event(&self, key: &str) -> Value {
-        let encoded: String = key
-            .chars()
-            .map(|c| match c {
-                ' ' => "+".to_string(),
-                ':' => "%3A".to_string(),
-                c => c.to_string(),
-            })
-            .collect();
+        self.s3_event_encoded(&s3_event_encode(key))
+    }
+
+    /// The event for a key exactly as given (already encoded, possibly badly).
+    pub fn s3_event_encoded(&self, encoded: &str) -> Value {
+        let bucket = &self.env.bucket;
         json!({"Records": [{
             "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
             "eventTime": "2026-11-26T10:00:00.000Z", "eventName": "ObjectCreated:Put",
@@ -327,7 +321,7 @@ impl World {
             "requestParameters": {"sourceIPAddress": "127.0.0.1"},
             "responseElements": {"x-amz-request-id": "R", "x-amz-id-2": "I"},
             "s3": {"s3SchemaVersion": "1.0", "configurationId": "cohort-exports",
-                   "bucket": {"name": self.env.bucket, "ownerIdentity": {"principalId": "A"}, "arn": format!("arn:aws:s3:::{}", self.env.bucket)},
+                   "bucket": {"name": bucket, "ownerIdentity": {"principalId": "A"}, "arn": format!("arn:aws:s3:::{bucket}")},
                    "object": {"key": encoded, "size": 1, "eTag": "e", "sequencer": "0A"}}
         }]})
     }
@@ -482,6 +476,30 @@ fn outcome(v: Value) -> Outcome {
         },
         _ => panic!("unexpected outcome {v}"),
     }
+}
+
+/// S3 event notifications URL-encode keys: a space becomes `+`, reserved and non-ASCII bytes `%XX`.
+pub fn s3_event_encode(key: &str) -> String {
+    let mut out = String::new();
+    for b in key.bytes() {
+        match b {
+            b' ' => out.push('+'),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' | b'*' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// An Amplitude-style export body: `Amplitude ID,User ID,email` columns.
+pub fn export_csv(emails: &[String]) -> Vec<u8> {
+    let mut body = String::from("Amplitude ID,User ID,email\n");
+    for (i, e) in emails.iter().enumerate() {
+        body.push_str(&format!("{},u{i},{e}\n", 1000 + i));
+    }
+    body.into_bytes()
 }
 
 pub fn emails(range: std::ops::Range<usize>) -> Vec<String> {
