@@ -5,6 +5,8 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 MOTO := $(VENV)/bin/moto_server
+# moto is only ever started through tests/moto/atomic_moto.py (DynamoDB made atomic), by this Python.
+MOTO_PY := $(abspath $(PY))
 SAMVENV := .venv-sam
 CARGO ?= cargo
 
@@ -34,7 +36,7 @@ lint: fmt-check clippy
 
 # All tests. AWS tests start their own moto server from the venv (or use AWS_ENDPOINT_URL if set).
 unit: venv
-	MOTO_SERVER=$(abspath $(MOTO)) $(CARGO) test --workspace
+	MOTO_PYTHON=$(MOTO_PY) $(CARGO) test --workspace
 
 test: lint template-lint unit
 
@@ -52,7 +54,7 @@ bench:
 # from connect to delta; exits 0 only if the TikTok audience ends equal to the cohort.
 demo: venv
 	$(CARGO) build --quiet -p audience-sync-tests --bin audience-sync-local
-	MOTO_SERVER=$(abspath $(MOTO)) ./scripts/demo.sh target/debug/audience-sync-local
+	MOTO_PYTHON=$(MOTO_PY) ./scripts/demo.sh target/debug/audience-sync-local
 
 FUZZ_SECONDS ?= 300
 # Coverage-guided fuzzing of the cohort reader and the normalizer (nightly toolchain + `cargo install
@@ -67,7 +69,7 @@ USERS ?= 1000000
 # End-to-end benchmark on moto + the sandbox (USERS=10000000 for 10M); figures in BENCHMARKS.md.
 bench-e2e: venv
 	$(CARGO) build --release -p tiktok-sandbox -p audience-sync-tests --bin tiktok-sandbox --bin bench-e2e
-	MOTO_SERVER=$(abspath $(MOTO)) target/release/bench-e2e $(USERS) --out target/bench-e2e-$(USERS).json
+	MOTO_PYTHON=$(MOTO_PY) target/release/bench-e2e $(USERS) --out target/bench-e2e-$(USERS).json
 
 clean-venv:
 	rm -rf $(VENV)

@@ -3,7 +3,7 @@
 # The local stack (moto + the real handlers + the TikTok sandbox) connects a project, saves the mapping,
 # creates a sync, uploads two Amplitude-style exports and shows what reached the TikTok audience. Exits 0 only if
 # the sandbox's audience ends equal to the cohort.
-# Usage: scripts/demo.sh path/to/audience-sync-local   (moto_server: MOTO_SERVER, .venv/bin, or AWS_ENDPOINT_URL)
+# Usage: scripts/demo.sh path/to/audience-sync-local   (moto: MOTO_PYTHON or .venv/bin/python runs tests/moto/atomic_moto.py; or AWS_ENDPOINT_URL)
 set -euo pipefail
 bin=${1:?path to the audience-sync-local binary}
 log=$(mktemp "${TMPDIR:-/tmp}/audience-sync-demo.XXXXXX")

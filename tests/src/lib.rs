@@ -1,8 +1,8 @@
 //! Shared test support: the moto server harness and the local stack ([`local`], binary `audience-sync-local`).
 //!
-//! - [`moto_endpoint`]: `AWS_ENDPOINT_URL` when set (an external moto, e.g. the local stack's), else a
-//!   `moto_server` started once per test process on a free port. The server is killed when the test process
-//!   ends, however it ends (`PR_SET_PDEATHSIG`), so none outlives a test run.
+//! - [`moto_endpoint`] ([`moto`]): `AWS_ENDPOINT_URL` when set (an external moto, e.g. the local stack's), else
+//!   moto started once per test process on a free port by `tests/moto/atomic_moto.py` (DynamoDB made atomic).
+//!   The server dies with the test process, however it ends, and leaves no files behind.
 //! - [`sdk_config`] / [`clients`]: SDK clients pointed at it with fake credentials and a fixed region.
 //! - [`unique_name`]: resource names unique per test, so tests run in parallel against one server.
 //! - [`TestEnv`]: a fresh table, bucket and schedule group, provisioned as the SAM template does.
@@ -10,16 +10,17 @@
 
 pub mod bench;
 pub mod local;
+pub mod moto;
+
+pub use moto::{find_moto_python, moto_endpoint};
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, mpsc};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, bail};
 use audience_aws::{AwsClients, provision};
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_dynamodb::config::{Credentials, Region};
@@ -28,173 +29,6 @@ use aws_sdk_dynamodb::config::{Credentials, Region};
 pub const REGION: &str = "us-east-1";
 /// moto's default account id, for ARNs.
 pub const ACCOUNT_ID: &str = "123456789012";
-
-static MOTO: OnceLock<std::result::Result<String, String>> = OnceLock::new();
-
-/// The endpoint of the moto server for this test process (starting one if needed). Panics with the reason when
-/// none can be had: every AWS test needs it.
-pub fn moto_endpoint() -> &'static str {
-    let res = MOTO.get_or_init(|| {
-        if let Some(url) = std::env::var("AWS_ENDPOINT_URL")
-            .ok()
-            .filter(|u| !u.trim().is_empty())
-        {
-            return Ok(url.trim().trim_end_matches('/').to_string());
-        }
-        start_moto().map_err(|e| format!("{e:#}"))
-    });
-    match res {
-        Ok(url) => url,
-        Err(e) => panic!("no moto server: {e}"),
-    }
-}
-
-/// Where `moto_server` is: `MOTO_SERVER`, else the workspace venv (`.venv/bin/moto_server`, created by
-/// `make test`), else `PATH`.
-pub fn find_moto_server() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("MOTO_SERVER").filter(|p| !p.is_empty()) {
-        let p = PathBuf::from(p);
-        if p.is_file() {
-            return Ok(p);
-        }
-        bail!("MOTO_SERVER={} is not a file", p.display());
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server");
-    if venv.is_file() {
-        return Ok(venv);
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let p = dir.join("moto_server");
-            if p.is_file() {
-                return Ok(p);
-            }
-        }
-    }
-    bail!(
-        "moto_server not found: set MOTO_SERVER, or create the venv with `python3 -m venv .venv && \
-         .venv/bin/pip install 'moto[server]==5.2.5'` (make test does), or set AWS_ENDPOINT_URL to a running moto"
-    )
-}
-
-fn free_port() -> Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
-    Ok(l.local_addr()?.port())
-}
-
-fn start_moto() -> Result<String> {
-    let exe = find_moto_server()?;
-    let mut last_err = anyhow!("not started");
-    // A free port can be taken between probing and moto binding it: try a few.
-    for _ in 0..3 {
-        let port = free_port()?;
-        let log = std::env::temp_dir().join(format!("moto-{}-{port}.log", std::process::id()));
-        match spawn_supervised(&exe, port, &log) {
-            Ok(()) => {}
-            Err(e) => {
-                last_err = e;
-                continue;
-            }
-        }
-        let url = format!("http://127.0.0.1:{port}");
-        match wait_until_answers(port, Duration::from_secs(60)) {
-            Ok(()) => return Ok(url),
-            Err(e) => {
-                let tail = std::fs::read_to_string(&log).unwrap_or_default();
-                let tail: String = tail
-                    .chars()
-                    .rev()
-                    .take(2000)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect();
-                last_err = e.context(format!("moto_server log ({}):\n{tail}", log.display()));
-            }
-        }
-    }
-    Err(last_err)
-}
-
-/// Spawns moto from a thread that lives as long as the process: `PR_SET_PDEATHSIG` fires when the spawning
-/// *thread* exits, so it must not be a test's thread. The thread waits on the child (reaping it).
-fn spawn_supervised(exe: &Path, port: u16, log: &Path) -> Result<()> {
-    let (tx, rx) = mpsc::channel::<Result<()>>();
-    let exe = exe.to_path_buf();
-    let log = log.to_path_buf();
-    std::thread::Builder::new()
-        .name(format!("moto-{port}"))
-        .spawn(move || {
-            let child = spawn_moto(&exe, port, &log);
-            match child {
-                Ok(mut child) => {
-                    let _ = tx.send(Ok(()));
-                    let _ = child.wait();
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                }
-            }
-        })
-        .context("starting the moto supervisor thread")?;
-    rx.recv().context("moto supervisor thread ended")?
-}
-
-fn spawn_moto(exe: &Path, port: u16, log: &Path) -> Result<Child> {
-    use std::os::unix::process::CommandExt;
-    let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-    let err = out.try_clone()?;
-    let parent = std::process::id() as libc::pid_t;
-    let mut cmd = Command::new(exe);
-    cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err);
-    // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The parent may have died before prctl took effect.
-            if libc::getppid() != parent {
-                libc::_exit(1);
-            }
-            Ok(())
-        });
-    }
-    cmd.spawn()
-        .with_context(|| format!("spawning {}", exe.display()))
-}
-
-fn wait_until_answers(port: u16, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-            let req = format!(
-                "GET /moto-api/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-            );
-            if s.write_all(req.as_bytes()).is_ok() {
-                let mut buf = [0u8; 12];
-                if s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/") {
-                    return Ok(());
-                }
-            }
-        }
-        if Instant::now() > deadline {
-            bail!("moto_server did not answer on port {port} within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// SDK configuration for an endpoint, with fake credentials and a fixed region.
 pub async fn sdk_config_for(endpoint: &str) -> SdkConfig {

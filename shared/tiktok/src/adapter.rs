@@ -45,7 +45,10 @@ pub fn calculate_type(key: KeyKind) -> CalculateType {
 /// The client already retried what it could: what is left is a decision for the engine.
 pub fn api_error(e: TikTokError) -> ApiError {
     let kind = match e.action() {
-        ErrorAction::Retry | ErrorAction::RateLimited => ApiErrorKind::GaveUp,
+        // An expired file path: the next run uploads its files afresh, so it is a run that gave up, not a bad file.
+        ErrorAction::Retry | ErrorAction::RateLimited | ErrorAction::FileExpired => {
+            ApiErrorKind::GaveUp
+        }
         ErrorAction::OutcomeUnknown => ApiErrorKind::OutcomeUnknown,
         ErrorAction::ReconnectRequired => ApiErrorKind::ReconnectRequired,
         ErrorAction::NotFound => ApiErrorKind::NotFound,

@@ -20,11 +20,15 @@ pub enum ErrorAction {
     /// An audience edit TikTok refuses now (fewer than 1,000 matched users after it, or still processing):
     /// hold the change for a later run.
     NotEditable,
-    /// TikTok rejected a customer file (signature, suffix, calculate_type, ...): fix the file.
+    /// TikTok rejected a customer file (signature, empty, too large, suffix, calculate_type, ...): fix the file.
     FileRejected,
+    /// An uploaded `file_path` expired before it was used (40910): upload the file again, then retry. Repeating
+    /// the same request cannot succeed, so the client does not retry it.
+    FileExpired,
     /// Too many ids in one request: split the batch.
     BatchTooLarge,
-    /// The app itself is not set up for this (not allow-listed, no permission): operator must fix config.
+    /// The app itself is not set up for this (wrong app id or secret, app disabled, developer rejected, not
+    /// allow-listed, no permission): the operator must fix the app's configuration; reconnecting does not help.
     Configuration,
     /// No TikTok envelope came back (HTTP 429/5xx without envelope, dropped connection, timeout): the
     /// request may or may not have been applied.
@@ -59,16 +63,23 @@ pub fn is_success_code(code: i64) -> bool {
     matches!(code, 0 | 20001 | 40050)
 }
 
-/// TikTok's documented codes → what to do.
+/// TikTok's documented codes (its SDK's `tiktok_code.py` names) → what to do.
 pub(crate) fn classify(code: i64, kind: CallKind) -> ErrorAction {
     match code {
+        // REQUEST_TOO_FREQUENT, advertiser limit, BIZ_FC_ERROR (the audience's daily budget), FREQUENCY_LIMITED.
         40100 | 40133 | 40016 | 40132 | 61000 => ErrorAction::RateLimited,
-        40001 | 40102 | 40104 | 40105 | 40106 | 40110 => ErrorAction::ReconnectRequired,
+        // The advertiser's grant no longer works: permission withdrawn, token expired/empty/invalid/not for this
+        // advertiser, refresh token expired/invalid, auth code used, advertiser logged out, not the same
+        // identity that authorized, advertiser no longer exists.
+        40001 | 40102..=40107 | 40110 | 40114 | 40119 | 40300 => ErrorAction::ReconnectRequired,
         40007 => ErrorAction::NotFound,
         40002 if kind == CallKind::AudienceEdit => ErrorAction::NotEditable,
         40011 | 40061 => ErrorAction::BatchTooLarge,
-        40118 | 40125 | 40130 => ErrorAction::Configuration,
+        // INVALID_PARTNER (app id + secret), APP_FORBIDDEN, APP_METHOD_FORBIDDEN, NOT_IN_WHITELIST,
+        // DEVELOPER_REJECTED, DEVELOPER_NO_PERMISSION, SCOPE_NOT_AUTHORIZED (the app's permissions).
+        40101 | 40113 | 40117 | 40118 | 40124 | 40125 | 40130 => ErrorAction::Configuration,
         40200..=40202 => ErrorAction::Retry,
+        40910 => ErrorAction::FileExpired,
         40900..=40999 => ErrorAction::FileRejected,
         50000..=52999 | 60001 => ErrorAction::Retry,
         _ => ErrorAction::InvalidRequest,
@@ -206,10 +217,21 @@ mod tests {
             (61000, RateLimited),
             (40001, ReconnectRequired),
             (40102, ReconnectRequired),
+            (40103, ReconnectRequired),
             (40104, ReconnectRequired),
             (40105, ReconnectRequired),
             (40106, ReconnectRequired),
+            (40107, ReconnectRequired),
             (40110, ReconnectRequired),
+            (40114, ReconnectRequired),
+            (40119, ReconnectRequired),
+            (40300, ReconnectRequired),
+            (40101, Configuration),
+            (40113, Configuration),
+            (40117, Configuration),
+            (40124, Configuration),
+            (40125, Configuration),
+            (40130, Configuration),
             (40007, NotFound),
             (40002, InvalidRequest),
             (40000, InvalidRequest),
@@ -220,7 +242,11 @@ mod tests {
             (40201, Retry),
             (40202, Retry),
             (40900, FileRejected),
+            (40906, FileRejected),
+            (40907, FileRejected),
             (40908, FileRejected),
+            (40909, FileRejected),
+            (40910, FileExpired),
             (40915, FileRejected),
             (50000, Retry),
             (50002, Retry),
@@ -232,6 +258,8 @@ mod tests {
             assert_eq!(classify(code, other), want, "code {code}");
         }
         assert_eq!(classify(40002, CallKind::AudienceEdit), NotEditable);
+        // An expired file path is not retried as is: the same request cannot succeed.
+        assert!(!FileExpired.is_retryable());
     }
 
     #[test]

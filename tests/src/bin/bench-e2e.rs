@@ -10,7 +10,7 @@
 //! join), (3) a first streaming sync. For each: per-stage wall time (from a timeline of the engine's S3 and
 //! TikTok calls), the same stages timed directly on the domain functions, peak RSS of this process (VmHWM,
 //! reset before each run), and the TikTok requests per action with ids per request from the sandbox's log.
-//! It needs `moto_server` (MOTO_SERVER, the workspace venv or PATH) or AWS_ENDPOINT_URL.
+//! It needs the moto venv (MOTO_PYTHON or the workspace `.venv`) or AWS_ENDPOINT_URL.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -128,7 +128,7 @@ impl Stack {
         let external = std::env::var("AWS_ENDPOINT_URL").is_ok_and(|u| !u.trim().is_empty());
         if !external {
             // Said plainly before the harness, which panics when it has no moto (a test's way to fail).
-            crate::find_moto_server()?;
+            crate::find_moto_python()?;
         }
         let endpoint = tokio::task::spawn_blocking(|| {
             std::panic::catch_unwind(crate::moto_endpoint).map(str::to_string)

@@ -3,6 +3,7 @@
 
 mod cohorts;
 mod invoker;
+mod moto_atomic;
 mod rate;
 mod schedules;
 mod state;

@@ -12,8 +12,19 @@ use tracing::{info, warn};
 
 use super::{Api, ApiError, ApiRequest, ApiResponse};
 
-/// TikTok's scope ids of the Audience Management permission: 30 read, 31 manage.
-const REQUIRED_SCOPES: [u32; 2] = [30, 31];
+/// TikTok's permission ids are hierarchical: 3 is Audience Management and stands for its children, 30 (read
+/// audiences) and 31 (create and update audiences). Writing needs 31 (or 3).
+const AUDIENCE_MANAGEMENT: u32 = 3;
+const AUDIENCE_WRITE: u32 = 31;
+
+/// Whether a grant clearly lacks audience write: only when TikTok listed scopes and neither 3 nor 31 is among
+/// them (TikTok does not always list scopes; an empty list proves nothing).
+fn lacks_audience_write(scope_ids: &[u32]) -> bool {
+    !scope_ids.is_empty()
+        && !scope_ids
+            .iter()
+            .any(|s| *s == AUDIENCE_MANAGEMENT || *s == AUDIENCE_WRITE)
+}
 pub(crate) const CALLBACK_PATH: &str = "/oauth/tiktok/callback";
 
 /// The state is stored under its SHA-256: what sits in DynamoDB cannot be replayed at the callback.
@@ -171,29 +182,29 @@ impl Api {
             .iter()
             .filter_map(|s| u32::try_from(*s).ok())
             .collect();
-        // TikTok does not always list scopes; when it does, Audience Management must be among them.
-        if !scope_ids.is_empty() && !REQUIRED_SCOPES.iter().all(|s| scope_ids.contains(s)) {
+        if lacks_audience_write(&scope_ids) {
             self.revoke_quietly(&app.app_id, &secret, &grant.access_token)
                 .await;
             return Err(page(
                 403,
                 "Permission missing",
                 "<p>The authorization did not grant TikTok's <strong>Audience Management</strong> permission \
-                 (scopes 30 and 31). Enable Audience Management for the app on TikTok's developer portal, \
+                 (id 3, or its child 31: create and update audiences). Enable Audience Management for the app on TikTok's developer portal, \
                  then connect again and keep that permission checked on the consent page.</p>",
             ));
         }
-        let listed = match self
+        // Names come from `oauth2/advertiser/get/`, which TikTok lists under the ad-account read permission. The
+        // grant is good without it: keep the fresh token and fall back to the grant's advertiser ids.
+        let (listed, names_missing) = match self
             .deps
             .tiktok
             .authorized_advertisers(&grant.access_token, &app.app_id, &secret)
             .await
         {
-            Ok(r) => r.data,
+            Ok(r) => (r.data, None),
             Err(e) => {
-                self.revoke_quietly(&app.app_id, &secret, &grant.access_token)
-                    .await;
-                return Err(tiktok_page(&ApiError::tiktok(&e)));
+                warn!(project_id = %project_id, error = %e, "TikTok did not list the ad accounts; using the grant's ids");
+                (Vec::new(), Some(e))
             }
         };
         let mut advertisers: Vec<Advertiser> = listed
@@ -246,6 +257,15 @@ impl Api {
                 .map_err(|e| internal_page(&e.message))?;
         }
         info!(project_id = %project_id, advertisers = advertisers.len(), "TikTok connected");
+        let names_note = match &names_missing {
+            None => String::new(),
+            Some(e) => format!(
+                "<p><strong>Ad account names are unknown:</strong> TikTok refused to list them ({}). The accounts \
+                 below come from the authorization itself and work for syncs. To see names, give the TikTok app \
+                 the ad-account read permission on TikTok's developer portal and connect again.</p>",
+                escape(e.message())
+            ),
+        };
         let items: String = advertisers
             .iter()
             .map(|a| {
@@ -265,7 +285,7 @@ impl Api {
             "TikTok connected",
             &format!(
                 "<p>Project <code>{}</code> is connected to these TikTok ad accounts:</p><ul>{items}</ul>\
-                 <p>You can close this page.</p>",
+                 {names_note}<p>You can close this page.</p>",
                 escape(&project_id)
             ),
         ))
@@ -348,6 +368,19 @@ pub(crate) fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_grant_that_lists_scopes_without_audience_write_is_refused() {
+        // TikTok's parent permission 3 stands for 30 and 31.
+        assert!(!lacks_audience_write(&[3]));
+        assert!(!lacks_audience_write(&[30, 31]));
+        assert!(!lacks_audience_write(&[31]));
+        assert!(!lacks_audience_write(&[100, 3]));
+        // No list is no proof of a missing permission.
+        assert!(!lacks_audience_write(&[]));
+        assert!(lacks_audience_write(&[30]));
+        assert!(lacks_audience_write(&[100, 4, 30]));
+    }
 
     #[test]
     fn escapes_markup() {

@@ -81,20 +81,40 @@ pub fn integration_json(project_id: &str, i: Option<&Integration>, syncs: usize)
             "project_id": project_id,
             "status": "not_connected",
             "advertisers": [],
+            "advertiser_names_known": true,
+            "notice": null,
             "scopes": [],
             "mapping": null,
             "syncs": syncs,
         }),
-        Some(i) => json!({
-            "project_id": project_id,
-            "status": i.status.as_str(),
-            "advertisers": i.advertisers.iter().map(|a| json!({
-                "advertiser_id": a.advertiser_id,
-                "advertiser_name": a.advertiser_name,
-            })).collect::<Vec<_>>(),
-            "scopes": i.scope_ids,
-            "mapping": i.mapping.as_ref().map(mapping_json),
-            "syncs": syncs,
-        }),
+        Some(i) => {
+            // An empty name means TikTok did not list the account at connect (`oauth2/advertiser/get/` refused,
+            // usually for want of the ad-account read permission): the id came from the grant itself.
+            let unnamed = i
+                .advertisers
+                .iter()
+                .filter(|a| a.advertiser_name.is_empty())
+                .count();
+            let notice = (unnamed > 0).then(|| {
+                format!(
+                    "{unnamed} ad account name(s) unknown: TikTok did not list them at connect (the app may lack \
+                     the ad-account read permission); syncs work, reconnect after granting it to see names"
+                )
+            });
+            json!({
+                "project_id": project_id,
+                "status": i.status.as_str(),
+                "advertisers": i.advertisers.iter().map(|a| json!({
+                    "advertiser_id": a.advertiser_id,
+                    "advertiser_name": a.advertiser_name,
+                    "name_known": !a.advertiser_name.is_empty(),
+                })).collect::<Vec<_>>(),
+                "advertiser_names_known": unnamed == 0,
+                "notice": notice,
+                "scopes": i.scope_ids,
+                "mapping": i.mapping.as_ref().map(mapping_json),
+                "syncs": syncs,
+            })
+        }
     }
 }
