@@ -571,6 +571,91 @@ async fn missing_audience_scopes_are_refused_and_the_token_dropped() {
     assert!(revoked, "token revoked");
 }
 
+/// A TikTok app of the sandbox, from JSON (fields the test does not name take the sandbox's defaults).
+fn sandbox_app(id_suffix: &str, scopes: &[i64], extra: Value) -> AppSpec {
+    let mut app = json!({
+        "app_id": format!("73000000000000{id_suffix}"),
+        "secret": "0123456789abcdef0123456789abcdef01234567",
+        "redirect_uris": ["http://127.0.0.1:*"],
+        "advertisers": [{
+            "advertiser_id": format!("71000000000000{id_suffix}"),
+            "advertiser_name": "Parent Scope Ads",
+        }],
+        "scopes": scopes,
+    });
+    if let (Some(o), Some(more)) = (app.as_object_mut(), extra.as_object()) {
+        o.extend(more.clone());
+    }
+    serde_json::from_value(app).expect("sandbox app spec")
+}
+
+#[tokio::test]
+async fn the_parent_audience_permission_3_is_accepted_for_30_and_31() {
+    let h = Harness::with_app(Some(sandbox_app("10003", &[3], json!({})))).await;
+    let page = h.connect("p_scope3").await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    assert!(page.text().contains("Parent Scope Ads"), "{}", page.text());
+    let token = h.token("p_scope3").await.expect("token stored");
+    let i = h
+        .call("GET", "/v1/projects/p_scope3/integration", None)
+        .await
+        .json_body();
+    assert_eq!(i["status"], "connected");
+    assert_eq!(i["scopes"], json!([3]));
+    // The token works for audience reads (30) at TikTok with only the parent listed.
+    let r: Value = h
+        .http
+        .get(format!(
+            "{}/open_api/v1.3/dmp/custom_audience/list/?advertiser_id=7100000000000010003",
+            h.sandbox.base_url
+        ))
+        .header("Access-Token", token)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("envelope");
+    assert_eq!(r["code"], 0, "{r}");
+}
+
+#[tokio::test]
+async fn advertiser_listing_refused_keeps_the_token_and_uses_the_grants_ids() {
+    // TikTok lists `oauth2/advertiser/get/` under the ad-account read permission (100); this app lacks it.
+    let app = sandbox_app("10004", &[3], json!({"advertiser_get_scope": 100}));
+    let h = Harness::with_app(Some(app)).await;
+    let page = h.connect("p_noread").await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    let html = page.text();
+    assert!(html.contains("names are unknown"), "{html}");
+    assert!(html.contains("7100000000000010004"), "{html}");
+    assert!(h.token("p_noread").await.is_some(), "the fresh token is kept");
+    let log = h.sandbox.requests();
+    assert!(
+        log.iter()
+            .any(|e| e.path.ends_with("oauth2/advertiser/get/") && e.code == Some(40001)),
+        "the listing was refused: {log:?}"
+    );
+    assert!(
+        !log.iter().any(|e| e.path.ends_with("oauth2/revoke_token/")),
+        "nothing revoked"
+    );
+    let i = h
+        .call("GET", "/v1/projects/p_noread/integration", None)
+        .await
+        .json_body();
+    assert_eq!(i["status"], "connected");
+    assert_eq!(i["advertiser_names_known"], false);
+    assert_eq!(
+        i["advertisers"],
+        json!([{"advertiser_id": "7100000000000010004", "advertiser_name": "", "name_known": false}])
+    );
+    assert!(
+        i["notice"].as_str().is_some_and(|n| n.contains("read permission")),
+        "{i}"
+    );
+}
+
 #[tokio::test]
 async fn a_refused_auth_code_shows_tiktoks_message_and_request_id() {
     let h = Harness::new().await;
