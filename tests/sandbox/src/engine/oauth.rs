@@ -221,12 +221,18 @@ impl State {
             let app_id = query_required(query, "app_id")?;
             let secret = query_required(query, "secret")?;
             let app = self.check_app(&app_id, &secret)?.clone();
-            let t = self.authorize(token, &[], app.advertiser_get_scope)?;
+            let t = self.authorize(token, &[], None)?;
             if t.app_id != app.app_id {
                 return Err(reject(
                     codes::TOKEN_INVALID,
                     "The access token belongs to another app",
                 ));
+            }
+            // TikTok lists this endpoint under the ad-account read permission, when the app has it set.
+            if let Some(s) = app.advertiser_get_scope
+                && !scopes_cover(&t.scopes, s)
+            {
+                return Err(no_scope(s));
             }
             let list: Vec<Value> = app
                 .advertisers
