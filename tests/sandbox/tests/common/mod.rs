@@ -1,6 +1,8 @@
 //! Shared helpers for the sandbox and client integration tests.
 #![allow(dead_code)]
 
+pub mod raw_api;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
