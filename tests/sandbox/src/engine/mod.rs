@@ -2,7 +2,8 @@
 //! request log. Everything here is synchronous and runs under one mutex; the HTTP layer (`http.rs`) parses
 //! requests, asks this module what TikTok would do, and writes the answer.
 //!
-//! `oauth` (consent, tokens, scopes), `files` (uploads), `audiences` (customer-file audiences), `streaming`
+//! `types` (apps, faults, the log), `oauth` (consent, tokens, scopes), `files` (uploads), `audiences`
+//! (customer-file edits), `reads` (get/list), `streaming`
 //! (segment API), `limits` (rate windows, daily budget, faults), `rules` (the configurable TikTok rules and
 //! their messages), `validate` (request-shape checks).
 
@@ -10,8 +11,10 @@ mod audiences;
 mod files;
 mod limits;
 mod oauth;
+mod reads;
 pub mod rules;
 mod streaming;
+mod types;
 mod validate;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -20,9 +23,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use chrono::{DateTime, NaiveDate, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 pub use audiences::CREATE_CALCULATE_TYPES;
 pub use files::{
@@ -31,6 +32,7 @@ pub use files::{
 pub use oauth::scopes_cover;
 pub use rules::Rules;
 pub use streaming::{Batch, MAPPING_ID_SCHEMAS, mapping_ids, parse_batch};
+pub use types::{AdvertiserSpec, AppSpec, FaultConfig, LogEntry, digest_matches, ids_sha256};
 
 /// TikTok's documented response codes used by the sandbox.
 pub mod codes {
@@ -85,130 +87,6 @@ pub const EXPIRING_WINDOW_MS: i64 = 60 * 86_400_000;
 
 pub const TYPE_CUSTOMER_FILE: &str = "Customer File";
 pub const TYPE_PARTNER: &str = "Partner";
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct AdvertiserSpec {
-    pub advertiser_id: String,
-    pub advertiser_name: String,
-}
-
-/// A developer app registered with the sandbox (`POST /_sandbox/apps`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct AppSpec {
-    pub app_id: String,
-    pub secret: String,
-    pub redirect_uris: Vec<String>,
-    pub advertisers: Vec<AdvertiserSpec>,
-    /// What a token's `scope` lists (3 stands for 30 and 31).
-    pub scopes: Vec<i64>,
-    /// TikTok allow-lists apps for the streaming API; others get 40118 on `segment/*`.
-    #[serde(default)]
-    pub streaming_allowed: bool,
-    /// When set, `oauth2/advertiser/get/` answers 40001 unless the token's scopes cover it.
-    #[serde(default)]
-    pub advertiser_get_scope: Option<i64>,
-}
-
-impl AppSpec {
-    pub fn advertiser_ids(&self) -> Vec<String> {
-        self.advertisers
-            .iter()
-            .map(|a| a.advertiser_id.clone())
-            .collect()
-    }
-
-    /// A registered URI matches exactly, or by prefix when it ends in `*`.
-    pub fn accepts_redirect(&self, uri: &str) -> bool {
-        self.redirect_uris
-            .iter()
-            .any(|r| match r.strip_suffix('*') {
-                Some(prefix) => uri.starts_with(prefix),
-                None => r == uri,
-            })
-    }
-}
-
-/// Fault settings (`POST /_sandbox/faults`). Missing fields take their defaults (no faults).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-#[serde(default, deny_unknown_fields)]
-pub struct FaultConfig {
-    /// Share of requests answered with one of `codes` ∪ `http_errors` and not applied.
-    pub rate: f64,
-    /// Envelope codes (HTTP 200) to answer with.
-    pub codes: Vec<i64>,
-    /// HTTP statuses answered without an envelope (HTML body).
-    pub http_errors: Vec<u16>,
-    pub latency_ms: u64,
-    /// Share of requests whose connection is dropped before anything is applied.
-    pub drop_before_apply_rate: f64,
-    /// Share of requests applied and then dropped (the "outcome unknown" case).
-    pub drop_after_apply_rate: f64,
-    /// Only these paths get faults (all `/open_api/` paths when absent).
-    pub paths: Option<Vec<String>>,
-    pub seed: Option<u64>,
-}
-
-impl FaultConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        for (name, r) in [
-            ("rate", self.rate),
-            ("drop_before_apply_rate", self.drop_before_apply_rate),
-            ("drop_after_apply_rate", self.drop_after_apply_rate),
-        ] {
-            if !(0.0..=1.0).contains(&r) {
-                return Err(format!("{name} must be within [0, 1]"));
-            }
-        }
-        if self.rate > 0.0 && self.codes.is_empty() && self.http_errors.is_empty() {
-            return Err("rate > 0 needs at least one of codes or http_errors".into());
-        }
-        if let Some(s) = self.http_errors.iter().find(|s| !(400..600).contains(*s)) {
-            return Err(format!("http error {s} is not a 4xx/5xx status"));
-        }
-        Ok(())
-    }
-}
-
-/// One line of `GET /_sandbox/requests`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct LogEntry {
-    pub ts_ms: u64,
-    pub method: String,
-    pub path: String,
-    pub app_id: Option<String>,
-    pub advertiser_id: Option<String>,
-    pub audience_id: Option<String>,
-    pub action: Option<String>,
-    pub ids: usize,
-    pub ids_sha256: String,
-    pub file_paths: Vec<String>,
-    pub http_status: Option<u16>,
-    pub code: Option<i64>,
-    pub fault: Option<String>,
-    pub applied: bool,
-}
-
-/// The "batch identity" of a request: SHA-256 hex over its ids, sorted, each followed by `\n`.
-pub fn ids_sha256(ids: &[String]) -> String {
-    let mut sorted: Vec<&String> = ids.iter().collect();
-    sorted.sort();
-    let mut h = Sha256::new();
-    for id in sorted {
-        h.update(id.as_bytes());
-        h.update(b"\n");
-    }
-    hex::encode(h.finalize())
-}
-
-/// Whether a digest "matches" a TikTok user: decided by the digest's own bytes so it is stable across runs.
-pub fn digest_matches(digest: &str, match_rate: f64) -> bool {
-    let bytes: Vec<u8> = match hex::decode(digest) {
-        Ok(b) if b.len() >= 4 => b,
-        _ => Sha256::digest(digest.as_bytes()).to_vec(),
-    };
-    let v = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-    (v as f64) < match_rate * 4_294_967_296.0
-}
 
 #[derive(Debug, Clone)]
 struct AuthCode {
@@ -531,6 +409,24 @@ fn fnv(s: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redirect_uris_match_exactly_or_by_wildcard_prefix() {
+        let a = AppSpec {
+            app_id: "a".into(),
+            secret: "s".into(),
+            redirect_uris: vec!["http://127.0.0.1:*".into(), "https://app.example/cb".into()],
+            advertisers: vec![],
+            scopes: vec![],
+            streaming_allowed: false,
+            advertiser_get_scope: None,
+        };
+        assert!(a.accepts_redirect("http://127.0.0.1:8080/cb"));
+        assert!(a.accepts_redirect("https://app.example/cb"));
+        assert!(!a.accepts_redirect("https://app.example/cb/other"));
+        assert!(!a.accepts_redirect("http://127.0.0.2:80/"));
+        assert!(!a.accepts_redirect("http://localhost:80/"));
+    }
 
     #[test]
     fn batch_identity_ignores_order() {
