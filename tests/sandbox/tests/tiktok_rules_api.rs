@@ -142,7 +142,7 @@ async fn unknown_paths_and_wrong_methods_are_http_404() {
 async fn not_found_says_whether_the_audience_or_a_file_is_missing() {
     let sb = sandbox().await;
     let token = token_of(&sb).await;
-    let missing_file = s16("aaaaaaaaaaaaaaaa");
+    let missing_file = "aaaaaaaaaaaaaaaa".to_string();
     let r = create_file_audience(&sb, &token, std::slice::from_ref(&missing_file)).await;
     assert_eq!(code(&r), 40007);
     let m = r["message"].as_str().unwrap_or_default();
@@ -155,10 +155,6 @@ async fn not_found_says_whether_the_audience_or_a_file_is_missing() {
         m.contains("audience") && m.contains("does not exist"),
         "{m}"
     );
-}
-
-fn s16(s: &str) -> String {
-    s.to_string()
 }
 
 #[tokio::test]
