@@ -420,7 +420,8 @@ async fn oauth_happy_path_through_the_sandbox_consent() {
                 {"advertiser_id": h.adv(0), "advertiser_name": "Sandbox Advertiser One"},
                 {"advertiser_id": h.adv(1), "advertiser_name": "Sandbox Advertiser Two"},
             ],
-            "scopes": [30, 31],
+            // the sandbox's default app also grants the ad-account read permission (100)
+            "scopes": [30, 31, 100],
             "mapping": null,
             "syncs": 0,
         })
@@ -552,6 +553,8 @@ async fn missing_audience_scopes_are_refused_and_the_token_dropped() {
             advertiser_name: "Read Only Ads".into(),
         }],
         scopes: vec![30],
+        streaming_allowed: false,
+        advertiser_get_scope: None,
     };
     let h = Harness::with_app(Some(app)).await;
     let page = h.connect("p_scopes").await;

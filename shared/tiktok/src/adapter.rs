@@ -78,11 +78,20 @@ fn ack<T>(r: ApiResponse<T>) -> Ack<T> {
     }
 }
 
-/// Whether a stored name is the name asked for, allowing for TikTok's cut of streaming names.
+/// Whether a stored name is the name asked for, allowing for TikTok's cut of streaming names: its docs
+/// cut names over 70 characters to 67 followed by "..." (a plain cut at 70 is accepted too).
 fn same_name(stored: &str, wanted: &str) -> bool {
-    stored == wanted
-        || (wanted.chars().count() > STREAM_NAME_CHARS
-            && wanted.chars().take(STREAM_NAME_CHARS).eq(stored.chars()))
+    if stored == wanted {
+        return true;
+    }
+    if wanted.chars().count() <= STREAM_NAME_CHARS {
+        return false;
+    }
+    let ellipsis = wanted
+        .chars()
+        .take(STREAM_NAME_CHARS - 3)
+        .chain("...".chars());
+    wanted.chars().take(STREAM_NAME_CHARS).eq(stored.chars()) || ellipsis.eq(stored.chars())
 }
 
 #[async_trait::async_trait]
@@ -265,6 +274,8 @@ mod tests {
     fn streaming_names_match_after_tiktoks_cut() {
         let long = "x".repeat(90);
         assert!(same_name(&"x".repeat(70), &long));
+        assert!(same_name(&format!("{}...", "x".repeat(67)), &long));
+        assert!(!same_name(&format!("{}...", "x".repeat(66)), &long));
         assert!(same_name("a", "a"));
         assert!(!same_name("a", "b"));
         assert!(!same_name(&"x".repeat(69), &long));

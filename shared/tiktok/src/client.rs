@@ -795,7 +795,7 @@ impl TikTokClient {
         Ok(r.map(|d| d.audience_id))
     }
 
-    /// `segment/audience/` delete.
+    /// `segment/audience/` delete (TikTok names the audience `delete_audience_id` here).
     pub async fn delete_segment_audience(
         &self,
         token: &AccessToken,
@@ -803,8 +803,8 @@ impl TikTokClient {
         audience_id: &str,
     ) -> Result<ApiResponse<()>, TikTokError> {
         const EP: &str = "segment/audience/";
-        non_empty(EP, "audience_id", audience_id)?;
-        let body = json!({ "advertiser_id": advertiser_id, "action": "delete", "audience_id": audience_id });
+        non_empty(EP, "delete_audience_id", audience_id)?;
+        let body = json!({ "advertiser_id": advertiser_id, "action": "delete", "delete_audience_id": audience_id });
         let r: ApiResponse<Value> = self.call(&Call::post(EP, Some(token), body)).await?;
         Ok(r.map(|_| ()))
     }

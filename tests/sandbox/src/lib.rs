@@ -1,6 +1,6 @@
 //! A TikTok Marketing API sandbox: TikTok's routes (`/open_api/v1.3/...`, `/portal/auth`) over real HTTP,
 //! behaving as TikTok documents (envelope codes, OAuth, scopes, rate limits, customer files, audiences with
-//! a deterministic match rate, streaming mappings), plus `/_sandbox/` controls for tests: apps, consent mode,
+//! a deterministic match rate, streaming mappings, processing windows, file limits, expiry), plus `/_sandbox/` controls for tests: apps, consent mode,
 //! token revocation, audience inspection, the request log, fault injection, reset and a logical clock.
 //!
 //! Use it in-process with [`Sandbox::start`], mount [`router`] yourself, or run the `tiktok-sandbox` binary.
@@ -15,7 +15,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::oneshot;
 
-pub use engine::{AdvertiserSpec, AppSpec, FaultConfig, LogEntry};
+pub use engine::rules::{
+    MSG_EXPIRED, MSG_NOT_READY, MSG_PROCESSING, MSG_TOO_SMALL, NotEditable, not_editable_cause,
+};
+pub use engine::{AdvertiserSpec, AppSpec, FaultConfig, LogEntry, Rules};
 pub use http::{Shared, router};
 
 /// How to start a sandbox.
@@ -33,6 +36,8 @@ pub struct SandboxOptions {
     pub seed: u64,
     /// The app registered at start; `None` registers [`default_app`] for `seed`.
     pub default_app: Option<AppSpec>,
+    /// TikTok's rules (processing windows, file limits, expiry, per-minute limits): all on by default.
+    pub rules: Rules,
 }
 
 impl Default for SandboxOptions {
@@ -44,11 +49,14 @@ impl Default for SandboxOptions {
             faults: FaultConfig::default(),
             seed: 1,
             default_app: None,
+            rules: Rules::default(),
         }
     }
 }
 
-/// The default app: scopes 30 and 31, redirect URIs `http://127.0.0.1:*`, two advertisers.
+/// The default app: scopes 30, 31 and 100 (`oauth2/advertiser/get/` needs 100), allow-listed for the
+/// streaming API (so streaming tests work; other apps are not unless they say so), redirect URIs
+/// `http://127.0.0.1:*`, two advertisers.
 pub fn default_app(seed: u64) -> AppSpec {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut secret = [0u8; 20];
@@ -67,7 +75,13 @@ pub fn default_app(seed: u64) -> AppSpec {
                 advertiser_name: "Sandbox Advertiser Two".into(),
             },
         ],
-        scopes: vec![engine::SCOPE_AUDIENCE_READ, engine::SCOPE_AUDIENCE_WRITE],
+        scopes: vec![
+            engine::SCOPE_AUDIENCE_READ,
+            engine::SCOPE_AUDIENCE_WRITE,
+            engine::SCOPE_AD_ACCOUNT_READ,
+        ],
+        streaming_allowed: true,
+        advertiser_get_scope: Some(engine::SCOPE_AD_ACCOUNT_READ),
     }
 }
 
@@ -84,6 +98,7 @@ impl Sandbox {
         let state = engine::State::new(
             opts.qps.max(1),
             opts.match_rate,
+            opts.rules.clone(),
             app,
             opts.faults.clone(),
             opts.seed,

@@ -1,11 +1,11 @@
-//! `tiktok-sandbox --port P [--qps N] [--match-rate R] [--fault-rate R --fault-codes C,..] [--seed S]`
+//! `tiktok-sandbox --port P [--qps N] [--match-rate R] [--fault-rate R --fault-codes C,..] [--seed S] [--rules JSON]`
 //! Prints one JSON line when ready: `{"listening":"http://127.0.0.1:P","app_id":..,"secret":..,"advertiser_ids":[..]}`.
 
 use std::io::Write;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use tiktok_sandbox::{FaultConfig, Sandbox, SandboxOptions};
+use tiktok_sandbox::{FaultConfig, Rules, Sandbox, SandboxOptions};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -31,6 +31,9 @@ struct Args {
     /// Seeds the default app's secret and the fault dice.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// TikTok's rules as JSON (`{"processing_ms":0}` turns one off); missing keys keep TikTok's defaults.
+    #[arg(long)]
+    rules: Option<String>,
 }
 
 #[tokio::main]
@@ -62,6 +65,10 @@ async fn main() -> anyhow::Result<()> {
             faults.codes.push(c);
         }
     }
+    let rules: Rules = match &args.rules {
+        Some(j) => serde_json::from_str(j).context("--rules is not valid rules JSON")?,
+        None => Rules::default(),
+    };
     let opts = SandboxOptions {
         port: args.port,
         qps: args.qps,
@@ -69,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
         faults,
         seed: args.seed,
         default_app: None,
+        rules,
     };
     let sandbox = Sandbox::start(opts).await.context("starting the sandbox")?;
     {

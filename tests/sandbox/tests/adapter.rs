@@ -51,6 +51,8 @@ async fn adapter_runs_the_engine_operations() {
         .await
         .expect("create")
         .value;
+    // Each edit waits for TikTok's processing of the previous one (runs hours apart).
+    advance_clock(&sb, PROCESSING_MS).await;
     let more = write_lines(dir.path(), "more.csv", &digests(100, "more"));
     let fp_more = api
         .upload_digest_file(&t, ADV1, KeyKind::Email, &more)
@@ -66,6 +68,7 @@ async fn adapter_runs_the_engine_operations() {
     )
     .await
     .expect("append");
+    advance_clock(&sb, PROCESSING_MS).await;
     api.update_file_audience(
         &t,
         ADV1,
@@ -75,6 +78,7 @@ async fn adapter_runs_the_engine_operations() {
     )
     .await
     .expect("remove");
+    advance_clock(&sb, PROCESSING_MS).await;
     let log = requests(&sb).await;
     let actions: Vec<_> = log
         .iter()
@@ -119,6 +123,7 @@ async fn adapter_runs_the_engine_operations() {
         .await
         .expect("stream create")
         .value;
+    advance_clock(&sb, NOT_READY_MS).await;
     let found = api
         .find_audiences_by_name(&t, ADV1, &long)
         .await
@@ -181,12 +186,13 @@ async fn adapter_runs_the_engine_operations() {
         .expect_err("dropped");
     assert_eq!(e.kind, ApiErrorKind::OutcomeUnknown);
     clear_faults(&sb).await;
-    let bad = write_lines(dir.path(), "bad.csv", &["not-a-digest".to_string()]);
+    // Malformed lines do not reject a file (TikTok reports them later); an empty file is rejected.
+    let bad = write_lines(dir.path(), "bad.csv", &[]);
     let e = api
         .upload_digest_file(&t, ADV1, KeyKind::Email, &bad)
         .await
         .expect_err("rejected");
-    assert_eq!((e.kind, e.code), (ApiErrorKind::FileRejected, Some(40915)));
+    assert_eq!((e.kind, e.code), (ApiErrorKind::FileRejected, Some(40906)));
     post_json(
         &sb,
         "/_sandbox/tokens/revoke",

@@ -77,7 +77,7 @@ async fn every_endpoint_end_to_end() {
         "request_id kept on success"
     );
     assert_eq!(grant.data.advertiser_ids, vec![s(ADV1), s(ADV2)]);
-    assert_eq!(grant.data.scope, vec![30, 31]);
+    assert_eq!(grant.data.scope, vec![30, 31, 100]);
     let t = grant.data.access_token.clone();
 
     let advs = c
@@ -114,6 +114,8 @@ async fn every_endpoint_end_to_end() {
         .expect("create");
     let id = created.data.clone();
     assert!(created.request_id.is_some());
+    // Each edit waits out TikTok's processing of the previous one.
+    advance_clock(&sb, PROCESSING_MS).await;
     let more = digests(200, "more");
     let fp_more = upload(&c, &t, dir.path(), "more.txt", &more).await;
     c.update_audience(
@@ -125,6 +127,7 @@ async fn every_endpoint_end_to_end() {
     )
     .await
     .expect("append");
+    advance_clock(&sb, PROCESSING_MS).await;
     let a = get_json(&sb, &format!("/_sandbox/audiences/{id}")).await;
     assert_eq!(a["members"].as_array().unwrap().len(), 1700);
     let remove = upload(&c, &t, dir.path(), "remove.csv", &base[..100]).await;
@@ -137,6 +140,7 @@ async fn every_endpoint_end_to_end() {
     )
     .await
     .expect("remove");
+    advance_clock(&sb, PROCESSING_MS).await;
     assert_eq!(
         get_json(&sb, &format!("/_sandbox/audiences/{id}")).await["members"]
             .as_array()
@@ -155,6 +159,7 @@ async fn every_endpoint_end_to_end() {
     )
     .await
     .expect("replace");
+    advance_clock(&sb, PROCESSING_MS).await;
     let a = get_json(&sb, &format!("/_sandbox/audiences/{id}")).await;
     let mut want = all.clone();
     want.sort();
@@ -205,6 +210,7 @@ async fn every_endpoint_end_to_end() {
         .await
         .expect("segment create")
         .data;
+    advance_clock(&sb, NOT_READY_MS).await;
     let few = digests(5, "few");
     let m = c
         .segment_mapping(
@@ -333,6 +339,7 @@ async fn client_requests_fit_the_contract() {
         .await
         .unwrap()
         .data;
+    advance_clock(&sb, PROCESSING_MS).await;
     c.update_audience(
         &t,
         ADV1,
@@ -342,6 +349,7 @@ async fn client_requests_fit_the_contract() {
     )
     .await
     .unwrap();
+    advance_clock(&sb, PROCESSING_MS).await;
     c.rename_audience(&t, ADV1, &id, "r").await.unwrap();
     c.get_audiences(&t, ADV1, std::slice::from_ref(&id))
         .await
@@ -350,6 +358,7 @@ async fn client_requests_fit_the_contract() {
     c.advertiser_info(&t, &[s(ADV1), s(ADV2)]).await.unwrap();
     c.user_info(&t).await.unwrap();
     let sid = c.create_segment_audience(&t, ADV1, "s").await.unwrap().data;
+    advance_clock(&sb, NOT_READY_MS).await;
     c.segment_mapping(
         &t,
         ADV1,
@@ -423,6 +432,7 @@ async fn mapping_splits_at_10000_users() {
         .await
         .unwrap()
         .data;
+    advance_clock(&sb, NOT_READY_MS).await;
     let ds = digests(25_000, "split");
     let r = c
         .segment_mapping(
@@ -483,6 +493,7 @@ async fn mapping_split_reports_progress_on_failure() {
         .await
         .unwrap()
         .data;
+    advance_clock(&sb, NOT_READY_MS).await;
     let ds = digests(45_000, "partial");
     // Non-retryable injected failures on some batches; seeded so the test is repeatable.
     set_faults(&sb, json!({"rate": 0.5, "codes": [40000], "paths": ["/open_api/v1.3/segment/mapping/"], "seed": 3})).await;
@@ -557,7 +568,17 @@ async fn md5_signature_is_computed_by_streaming() {
 
 #[tokio::test]
 async fn every_error_class() {
-    let sb = sandbox().await;
+    // Processing off: this test reaches the 24-calls-a-day budget, which TikTok's 6 h processing window
+    // (4 edits a day) makes unreachable; tiktok_rules covers processing.
+    let sb = sandbox_with(SandboxOptions {
+        qps: 10_000,
+        rules: tiktok_sandbox::Rules {
+            processing_ms: 0,
+            ..no_minute_limits()
+        },
+        ..Default::default()
+    })
+    .await;
     let c = client_for(&sb, 1000.0, 1);
     let t = connect(&sb, &c).await;
     let dir = tempfile::tempdir().unwrap();
@@ -614,15 +635,9 @@ async fn every_error_class() {
         Some(40110),
     );
 
-    // InvalidRequest: TikTok's 40000 and local validation.
+    // InvalidRequest: TikTok's 40000 (a file path is 16 characters) and local validation.
     let e = err(c
-        .create_audience(
-            &t,
-            ADV1,
-            "x",
-            CalculateType::EmailSha256,
-            &[s("aaaaaaaaaaaaaaaa")],
-        )
+        .create_audience(&t, ADV1, "x", CalculateType::EmailSha256, &[s("aaaa")])
         .await);
     check(e, ErrorAction::InvalidRequest, Some(40000));
     let e = err(c
@@ -647,7 +662,20 @@ async fn every_error_class() {
         .await);
     check(e, ErrorAction::InvalidRequest, None);
 
-    // NotFound (40007).
+    // NotFound (40007): an unknown file path, audience or streaming audience.
+    check(
+        err(c
+            .create_audience(
+                &t,
+                ADV1,
+                "x",
+                CalculateType::EmailSha256,
+                &[s("aaaaaaaaaaaaaaaa")],
+            )
+            .await),
+        ErrorAction::NotFound,
+        Some(40007),
+    );
     let fp = upload(&c, &t, dir.path(), "a.csv", &digests(1500, "err")).await;
     check(
         err(c
@@ -711,7 +739,7 @@ async fn every_error_class() {
         Some(40002),
     );
 
-    // FileRejected: suffix (40908), content (40915), another advertiser's file (40905).
+    // FileRejected: suffix (40908), an empty file (40906), another advertiser's file (40905).
     let bad = write_lines(dir.path(), "ids.json", &digests(3, "x"));
     check(
         err(c
@@ -720,13 +748,13 @@ async fn every_error_class() {
         ErrorAction::FileRejected,
         Some(40908),
     );
-    let raw_ids = write_lines(dir.path(), "raw.csv", &[s("Someone@Example.com")]);
+    let empty = write_lines(dir.path(), "empty.csv", &[]);
     check(
         err(c
-            .upload_file(&t, ADV1, CalculateType::EmailSha256, &raw_ids)
+            .upload_file(&t, ADV1, CalculateType::EmailSha256, &empty)
             .await),
         ErrorAction::FileRejected,
-        Some(40915),
+        Some(40906),
     );
     check(
         err(c
@@ -859,6 +887,7 @@ async fn non_envelope_failures_are_retried_then_reported() {
         .await
         .unwrap()
         .data;
+    advance_clock(&sb, NOT_READY_MS).await;
     set_faults(&sb, json!({"drop_after_apply_rate": 0.5, "seed": 11, "paths": ["/open_api/v1.3/segment/mapping/"]})).await;
     let ds = digests(50, "drop");
     let mut ok = 0;
@@ -975,6 +1004,7 @@ async fn retries_under_faults_stay_under_the_configured_rate() {
         .await
         .unwrap()
         .data;
+    advance_clock(&sb, NOT_READY_MS).await;
     set_faults(
         &sb,
         json!({"rate": 0.3, "codes": [40100, 50000], "http_errors": [429, 502], "drop_before_apply_rate": 0.05,

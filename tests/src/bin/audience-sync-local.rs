@@ -66,6 +66,10 @@ struct Args {
     /// tests shorten it to see a killed run recovered quickly).
     #[arg(long, default_value_t = 1200)]
     lease_seconds: u64,
+    /// The in-process sandbox's TikTok rules as JSON, e.g. '{"processing_ms":0}' to switch one off; missing
+    /// keys keep TikTok's behaviour (every rule on).
+    #[arg(long, value_name = "JSON")]
+    tiktok_rules: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -122,6 +126,10 @@ async fn run(args: Args, mut out: File) -> anyhow::Result<ExitCode> {
     if !(0.0..=1.0).contains(&args.match_rate) {
         anyhow::bail!("--match-rate must be within [0, 1]");
     }
+    let tiktok_rules = match &args.tiktok_rules {
+        Some(j) => serde_json::from_str(j).context("--tiktok-rules is not valid rules JSON")?,
+        None => tiktok_sandbox::Rules::default(),
+    };
     let stack = Stack::start(StackOptions {
         name: args.name,
         api_port: args.api_port,
@@ -134,6 +142,7 @@ async fn run(args: Args, mut out: File) -> anyhow::Result<ExitCode> {
         match_rate: args.match_rate,
         runner_timeout: Duration::from_secs(args.runner_timeout),
         lease_ttl: Duration::from_secs(args.lease_seconds),
+        tiktok_rules,
     })
     .await?;
     writeln!(out, "{}", stack.ready.line())?;

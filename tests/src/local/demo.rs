@@ -180,14 +180,14 @@ pub async fn run(ready: &Ready, out: &mut impl Write) -> Result<bool> {
         s(&sync, "write_mode")
     );
 
-    // Amplitude exports on the hour; the first export an hour before the second.
+    // Amplitude exports on the hour; the demo's three exports are 6 h apart, TikTok's processing window.
     let now = Utc::now()
         .with_minute(0)
         .and_then(|t| t.with_second(0))
         .unwrap_or_else(Utc::now);
     let first = amplitude_export(
         &cohort,
-        now - ChronoDuration::hours(1),
+        now - ChronoDuration::hours(12),
         &users(0..5_000),
         Dirt::USUAL,
         false,
@@ -210,14 +210,25 @@ pub async fn run(ready: &Ready, out: &mut impl Write) -> Result<bool> {
     }
     let ok1 = audience_report(&c, &project, &sync_id, out, &first.expected).await?;
     say!(
+        "   TikTok now processes the audience for hours: not valid and no matched size yet, and edits wait."
+    );
+    hours_pass(&c, out).await?;
+    audience_report(&c, &project, &sync_id, out, &first.expected).await?;
+    say!(
         "   (TikTok matches uploaded users to its accounts within 24-48 h and an audience is usable from 1,000"
     );
     say!(
-        "   matched users; the sandbox matches at once, {:.0} % of them)",
+        "   matched users; the sandbox matched {:.0} % of them)",
         100.0 * match_share(&c, &project, &sync_id, first.expected.len()).await
     );
 
-    let second = amplitude_export(&cohort, now, &users(250..5_400), Dirt::USUAL, true);
+    let second = amplitude_export(
+        &cohort,
+        now - ChronoDuration::hours(6),
+        &users(250..5_400),
+        Dirt::USUAL,
+        true,
+    );
     let key2 = c.upload(&second.file_name, second.bytes.clone()).await?;
     say!(
         "\n6. The next export (gzip): 250 users left the cohort, 400 joined: s3://{}/{key2}",
@@ -227,17 +238,48 @@ pub async fn run(ready: &Ready, out: &mut impl Write) -> Result<bool> {
     for l in ledger_lines(&run2) {
         say!("   {l}");
     }
-    let ok2 = audience_report(&c, &project, &sync_id, out, &second.expected).await?;
+    audience_report(&c, &project, &sync_id, out, &second.expected).await?;
+    say!(
+        "   TikTok takes one edit per processing window: what it refused meanwhile is held for the next run."
+    );
+    hours_pass(&c, out).await?;
+
+    // The next export carries the same cohort: its run applies what the previous one held.
+    let third = amplitude_export(&cohort, now, &users(250..5_400), Dirt::USUAL, true);
+    let key3 = c.upload(&third.file_name, third.bytes.clone()).await?;
+    say!(
+        "\n7. Amplitude's next export (the cohort did not change): s3://{}/{key3}",
+        ready.bucket
+    );
+    let run3 = c.wait_for_export_run(&project, &sync_id, &key3).await?;
+    for l in ledger_lines(&run3) {
+        say!("   {l}");
+    }
+    audience_report(&c, &project, &sync_id, out, &third.expected).await?;
+    hours_pass(&c, out).await?;
+    let ok2 = audience_report(&c, &project, &sync_id, out, &third.expected).await?;
 
     say!(
-        "\n7. Check: the TikTok audience holds exactly the cohort's {} digests: {}",
-        grouped(second.expected.len() as u64),
+        "\n8. Check: the TikTok audience holds exactly the cohort's {} digests: {}",
+        grouped(third.expected.len() as u64),
         if ok2 { "yes" } else { "NO" }
     );
     Ok(ok1 && ok2)
 }
 
-/// The share of the audience's members TikTok matched (`cover_num` / members).
+/// Six hours pass on the sandbox's logical clock (TikTok's processing window; the demo cannot wait them).
+async fn hours_pass(c: &StackClient, out: &mut impl Write) -> Result<()> {
+    c.sandbox_post("/_sandbox/clock", json!({"advance_ms": 6 * 3_600_000}))
+        .await?;
+    writeln!(
+        out,
+        "   ... 6 hours later (the demo moves the sandbox's clock: POST /_sandbox/clock) ..."
+    )?;
+    out.flush()?;
+    Ok(())
+}
+
+/// The share of the audience's members TikTok matched (`cover_num` / members), as TikTok shows it now.
 async fn match_share(c: &StackClient, project: &str, sync_id: &str, members: usize) -> f64 {
     let Ok(sync) = c
         .get(&format!("/v1/projects/{project}/syncs/{sync_id}"))
@@ -245,10 +287,13 @@ async fn match_share(c: &StackClient, project: &str, sync_id: &str, members: usi
     else {
         return 0.0;
     };
-    let cover = sync
-        .pointer("/tiktok_status/cover_num")
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
+    let Some(audience_id) = sync.get("tiktok_audience_id").and_then(Value::as_str) else {
+        return 0.0;
+    };
+    let Ok(details) = c.audience_details(audience_id).await else {
+        return 0.0;
+    };
+    let cover = n(&details, "cover_num");
     if members == 0 {
         0.0
     } else {

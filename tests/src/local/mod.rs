@@ -65,6 +65,8 @@ pub struct StackOptions {
     pub runner_timeout: Duration,
     /// How long a run's lease on its sync lasts without renewal (a killed run's lease expires after it).
     pub lease_ttl: Duration,
+    /// The in-process sandbox's TikTok rules (processing windows, file limits, ...): TikTok's by default.
+    pub tiktok_rules: tiktok_sandbox::Rules,
 }
 
 impl Default for StackOptions {
@@ -81,6 +83,7 @@ impl Default for StackOptions {
             match_rate: 0.7,
             runner_timeout: Duration::from_secs(900),
             lease_ttl: EngineSettings::default().lease_ttl,
+            tiktok_rules: tiktok_sandbox::Rules::default(),
         }
     }
 }
@@ -161,6 +164,7 @@ impl Stack {
                 let s = Sandbox::start(SandboxOptions {
                     qps: opts.tiktok_qps,
                     match_rate: opts.match_rate,
+                    rules: opts.tiktok_rules.clone(),
                     ..SandboxOptions::default()
                 })
                 .await
@@ -321,8 +325,11 @@ async fn register_app(
         "secret": app.secret,
         "redirect_uris": [callback_url],
         "advertisers": advertisers.iter().map(|(id, name)| json!({"advertiser_id": id, "advertiser_name": name})).collect::<Vec<_>>(),
-        // Audience Management: 30 read, 31 write.
-        "scopes": [30, 31],
+        // As the sandbox's default app: Audience Management (30 read, 31 write), the ad-account read
+        // permission that `oauth2/advertiser/get/` needs (100), and allow-listed for the streaming API.
+        "scopes": [30, 31, 100],
+        "advertiser_get_scope": 100,
+        "streaming_allowed": true,
     });
     let url = format!("{sandbox}/_sandbox/apps");
     let resp = reqwest::Client::new()

@@ -237,6 +237,11 @@ async fn revoked_token_requires_reconnect_then_converges() {
         "nothing was sent with the revoked token"
     );
 
+    // The user reconnects hours later: TikTok has long processed the audience's create (the sandbox's
+    // clock moves; `--time-scale` only speeds up schedules).
+    st.c.sandbox_post("/_sandbox/clock", json!({"advance_ms": 6 * 3_600_000}))
+        .await
+        .expect("clock");
     let conn = st.c.connect(&p).await.expect("reconnect");
     assert_eq!(conn.callback_status, 200, "{}", conn.page_text);
     assert_eq!(st.integration(&p).await["status"], "connected");

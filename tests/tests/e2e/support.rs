@@ -64,6 +64,9 @@ impl Drop for Stack {
     }
 }
 
+/// `--tiktok-rules` for a stack whose sandbox does not model TikTok's processing window (see each use).
+pub const NO_PROCESSING: &str = r#"{"processing_ms":0}"#;
+
 /// A stack name unique to this test (resources on the shared moto are named after it).
 pub fn stack_name() -> String {
     static N: AtomicU32 = AtomicU32::new(0);

@@ -1,21 +1,46 @@
 //! Shared helpers for the sandbox and client integration tests.
 #![allow(dead_code)]
 
+pub mod raw_api;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use audience_tiktok::{AccessToken, AppSecret, ClientConfig, RetryPolicy, TikTokClient};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tiktok_sandbox::{RunningSandbox, Sandbox, SandboxOptions};
+use tiktok_sandbox::{Rules, RunningSandbox, Sandbox, SandboxOptions};
 
-/// A sandbox with a high QPS (tests not about rate) and the default match rate.
+/// TikTok's default processing window after a customer-file create or update (6 h of logical time).
+pub const PROCESSING_MS: i64 = 6 * 3_600_000;
+/// TikTok's default not-ready window of a new streaming audience.
+pub const NOT_READY_MS: i64 = 90_000;
+
+/// A sandbox with a high QPS and the default match rate, for tests not about rate: the per-minute limits
+/// (600 per app and per advertiser) are off too, since these tests fire hundreds of requests a minute.
+/// Every other TikTok rule stays on.
 pub async fn sandbox() -> RunningSandbox {
     sandbox_with(SandboxOptions {
         qps: 10_000,
+        rules: no_minute_limits(),
         ..Default::default()
     })
     .await
+}
+
+/// TikTok's rules without the per-minute windows (see [`sandbox`]).
+pub fn no_minute_limits() -> Rules {
+    Rules {
+        qpm: 0,
+        advertiser_qpm: 0,
+        ..Rules::default()
+    }
+}
+
+/// Moves the sandbox's logical clock forward (what hours between runs do).
+pub async fn advance_clock(sb: &RunningSandbox, ms: i64) {
+    let (status, body) = post_json(sb, "/_sandbox/clock", json!({ "advance_ms": ms })).await;
+    assert_eq!(status, 200, "clock: {body}");
 }
 
 pub async fn sandbox_with(opts: SandboxOptions) -> RunningSandbox {
