@@ -38,12 +38,18 @@ unit: venv
 
 test: lint template-lint unit
 
+ARCH ?= arm64
 # Builds the three Lambda bootstraps as SAM does for `sam deploy` (installs the SAM CLI and cargo-lambda into
 # .venv-sam; arm64 needs `rustup target add aarch64-unknown-linux-gnu`). Not part of `make test`.
+# The architecture is chosen here, at build time: `make sam-build ARCH=x86_64` builds from a copy of the
+# template whose one `# ARCH` line says x86_64, and `sam build` writes that literal into
+# .aws-sam/build/template.yaml, the template `sam deploy` uploads: deploy cannot disagree with the build.
 sam-build: $(SAMVENV)/bin/cfn-lint
+	@case "$(ARCH)" in arm64|x86_64) ;; *) echo "ARCH must be arm64 or x86_64" >&2; exit 2;; esac
 	$(SAMVENV)/bin/pip install --quiet --disable-pip-version-check 'aws-sam-cli==1.170.0' 'cargo-lambda==1.9.2'
-	PATH=$(abspath $(SAMVENV))/bin:$$PATH SAM_CLI_TELEMETRY=0 $(SAMVENV)/bin/sam validate --lint
-	PATH=$(abspath $(SAMVENV))/bin:$$PATH SAM_CLI_TELEMETRY=0 $(SAMVENV)/bin/sam build
+	sed -E 's/- (arm64|x86_64) # ARCH/- $(ARCH) # ARCH/' infra/template.yaml > infra/template.build.yaml
+	PATH=$(abspath $(SAMVENV))/bin:$$PATH SAM_CLI_TELEMETRY=0 $(SAMVENV)/bin/sam validate --lint --template infra/template.build.yaml
+	PATH=$(abspath $(SAMVENV))/bin:$$PATH SAM_CLI_TELEMETRY=0 $(SAMVENV)/bin/sam build --template infra/template.build.yaml
 
 bench:
 	$(CARGO) bench -p audience-core --bench pipeline
