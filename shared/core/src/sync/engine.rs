@@ -27,8 +27,8 @@ use crate::model::{
     SyncState, TikTokAudienceStatus, WriteMode,
 };
 use crate::ports::{
-    BudgetOutcome, CohortStore, CommitOutcome, Invoker, LeaseOutcome, PortError, Schedules,
-    StateStore, TokenVault,
+    BudgetOutcome, CohortStore, CommitOutcome, ExportObject, Invoker, LeaseOutcome, PortError,
+    Schedules, StateStore, TokenVault,
 };
 use crate::report::PreviewReport;
 
@@ -256,6 +256,10 @@ impl Engine {
         }
     }
 
+    async fn newest_export(&self, cohort_id: &str) -> Result<Option<ExportObject>, PortError> {
+        crate::cohort::listing::newest_export(&*self.deps.state, &*self.deps.cohorts, cohort_id).await
+    }
+
     /// An uploaded object: only `existing` exports start runs, per the cadence rules.
     async fn on_upload(
         &self,
@@ -265,7 +269,7 @@ impl Engine {
         let name = match parse_export_key(key) {
             Ok(n) => n,
             Err(e) => {
-                info!(reason = %e, "ignored upload: not an Amplitude cohort export");
+                crate::cohort::unmatched::record(&e, "s3_event");
                 return Ok(vec![Outcome::Ignored {
                     reason: e.to_string(),
                 }]);
@@ -275,6 +279,10 @@ impl Engine {
             return Ok(vec![Outcome::Ignored {
                 reason: format!("{} file: only the existing file is read", name.difftype),
             }]);
+        }
+        // Remembered so later runs of this cohort list only what comes after it.
+        if let Some((cohort, seen)) = crate::cohort::listing::seen_from_event(key) {
+            self.deps.state.note_seen_export(&cohort, &seen).await?;
         }
         let syncs = self.deps.state.syncs_for_cohort(&name.cohort_id).await?;
         if syncs.is_empty() {
@@ -357,9 +365,7 @@ impl Engine {
                 let pending = match &export_key {
                     Some(k) => self.export_ref(k).await?,
                     None => self
-                        .deps
-                        .cohorts
-                        .newest_existing_export(&sync.cohort_id)
+                        .newest_export(&sync.cohort_id)
                         .await?
                         .map(|o| o.to_export_ref()),
                 };
@@ -668,12 +674,7 @@ impl Engine {
         let key = match (export_key, &ledger.source_export) {
             (_, Some(k)) if continue_run.is_some() => k.clone(),
             (Some(k), _) => k,
-            (None, _) => match self
-                .deps
-                .cohorts
-                .newest_existing_export(&sync.cohort_id)
-                .await?
-            {
+            (None, _) => match self.newest_export(&sync.cohort_id).await? {
                 Some(o) => o.meta.key,
                 None => {
                     let why = format!(
