@@ -21,6 +21,11 @@ $(SAMVENV)/bin/cfn-lint:
 	python3 -m venv $(SAMVENV)
 	$(SAMVENV)/bin/pip install --quiet --disable-pip-version-check 'cfn-lint==1.58.0'
 
+# samtranslator (the SAM transform's library) for the IAM test (tests/tests/template/iam.rs).
+$(SAMVENV)/.samtranslator: $(SAMVENV)/bin/cfn-lint
+	$(SAMVENV)/bin/pip install --quiet --disable-pip-version-check 'aws-sam-translator==1.115.0'
+	touch $@
+
 template-lint: $(SAMVENV)/bin/cfn-lint
 	$(SAMVENV)/bin/cfn-lint infra/template.yaml
 
@@ -33,8 +38,8 @@ clippy:
 lint: fmt-check clippy
 
 # All tests. AWS tests start their own moto server from the venv (or use AWS_ENDPOINT_URL if set).
-unit: venv
-	MOTO_SERVER=$(abspath $(MOTO)) $(CARGO) test --workspace
+unit: venv $(SAMVENV)/.samtranslator
+	MOTO_SERVER=$(abspath $(MOTO)) SAM_PYTHON=$(abspath $(SAMVENV))/bin/python $(CARGO) test --workspace
 
 test: lint template-lint unit
 

@@ -63,7 +63,10 @@ fn amplitude_headers_with_leading_spaces() {
                 103,u3,\n";
     let r = read(file.as_bytes(), "email").unwrap();
     assert_eq!(r.stats.rows, 3);
-    assert_eq!(r.stats.valid, 2, "a value after ', ' is trimmed like its header");
+    assert_eq!(
+        r.stats.valid, 2,
+        "a value after ', ' is trimmed like its header"
+    );
     assert_eq!(r.set.len(), 2);
     assert_eq!(r.stats.skipped(SkipReason::Empty), 1);
     // The id columns are found the same way (a property named like Amplitude's spelling).

@@ -150,7 +150,10 @@ impl CohortStore for TimedStore {
         seen: Option<&str>,
     ) -> Result<Option<ExportObject>, PortError> {
         self.timeline
-            .time("s3.newest_export", self.inner.newest_existing_export(c, seen))
+            .time(
+                "s3.newest_export",
+                self.inner.newest_existing_export(c, seen),
+            )
             .await
     }
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, PortError> {

@@ -94,7 +94,11 @@ async fn newest_existing_export_among_many_keys() {
     assert_eq!(found.meta.size, head.size);
     assert_eq!(found.to_export_ref().s3_key, newest);
 
-    let routed = s.newest_existing_export("Xy99", None).await.unwrap().unwrap();
+    let routed = s
+        .newest_existing_export("Xy99", None)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         routed.meta.key,
         "cohorts/Xy99_2026-03-02T00:00_existing.csv"
@@ -108,7 +112,11 @@ async fn newest_existing_export_among_many_keys() {
 
     // The leading-integer form under a sub-path: found by one whole listing while nothing is known...
     let s = store(&env).with_list_page_size(7);
-    let first = s.newest_existing_export("Lz7", None).await.unwrap().unwrap();
+    let first = s
+        .newest_existing_export("Lz7", None)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         first.meta.key,
         "cohorts/amp/187520_Lz7_2026-03-01T10:00_existing_rk.csv"
@@ -116,7 +124,12 @@ async fn newest_existing_export_among_many_keys() {
     assert_eq!(first.name.leading.as_deref(), Some("187520"));
     assert_eq!(s.listed_keys(), 55, "the whole prefix, once");
     // ...then, with it remembered, only that cohort's keys from its hour on.
-    put(&env, "cohorts/amp/187520_Lz7_2026-03-01T11-00_existing_rk.csv", b"x\n").await;
+    put(
+        &env,
+        "cohorts/amp/187520_Lz7_2026-03-01T11-00_existing_rk.csv",
+        b"x\n",
+    )
+    .await;
     let s = store(&env);
     let next = s
         .newest_existing_export("Lz7", Some(&first.meta.key))
@@ -143,8 +156,7 @@ async fn newest_existing_export_among_many_keys() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        found.meta.key,
-        "cohortsX/Ab12cd_2026-03-05T00:00_existing.csv",
+        found.meta.key, "cohortsX/Ab12cd_2026-03-05T00:00_existing.csv",
         "nothing at the root itself: the whole bucket"
     );
 }

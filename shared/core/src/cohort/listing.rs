@@ -78,7 +78,9 @@ pub async fn newest_export(
         .newest_existing_export(cohort_id, seen.as_ref().map(|s| s.s3_key.as_str()))
         .await?;
     if let Some(o) = &found {
-        state.note_seen_export(cohort_id, &o.to_export_ref()).await?;
+        state
+            .note_seen_export(cohort_id, &o.to_export_ref())
+            .await?;
     }
     Ok(found)
 }
@@ -124,6 +126,9 @@ mod tests {
         );
         assert_eq!(whole, None);
         // A later export in the same hour with `-` separators still sorts after the start.
-        assert!("cohorts/amp/187520_c1_2026-11-20T10-30_existing.csv" > "cohorts/amp/187520_c1_2026-11-20T10");
+        assert!(
+            "cohorts/amp/187520_c1_2026-11-20T10-30_existing.csv"
+                > "cohorts/amp/187520_c1_2026-11-20T10"
+        );
     }
 }

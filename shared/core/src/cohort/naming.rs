@@ -106,9 +106,7 @@ impl KeyMismatch {
             KeyMismatch::NoDifftype => "no difftype after the timestamp",
             KeyMismatch::Difftype => "the difftype must be entering, exiting or existing",
             KeyMismatch::EmptyRoutingKey => "empty routing key after '_'",
-            KeyMismatch::LeadingField => {
-                "only one integer field may stand before the cohort id"
-            }
+            KeyMismatch::LeadingField => "only one integer field may stand before the cohort id",
         }
     }
 }
@@ -306,8 +304,10 @@ mod tests {
     /// Amplitude's documented key: `path/integer_cohortID_YYYY-MM-DDTHH:SS_difftype_routingkey.csv`.
     #[test]
     fn parses_the_leading_integer_form() {
-        let n = parse_export_key("amp/cohorts/187520_5f3kx9b_2026-11-20T10:00_existing_my_route_key.csv")
-            .unwrap();
+        let n = parse_export_key(
+            "amp/cohorts/187520_5f3kx9b_2026-11-20T10:00_existing_my_route_key.csv",
+        )
+        .unwrap();
         assert_eq!(n.leading.as_deref(), Some("187520"));
         assert_eq!(n.cohort_id, "5f3kx9b");
         assert_eq!(n.difftype, DiffType::Existing);
@@ -317,12 +317,16 @@ mod tests {
         let n = parse_export_key("42_2026-11-20T10-00_entering.csv").unwrap();
         assert_eq!((n.leading, n.cohort_id.as_str()), (None, "42"));
         // Leading zeros are kept; a routing key that itself looks like a name does not move the anchor.
-        let n = parse_export_key("007_c1_2026-11-20T10:00:05_exiting_c2_2026-11-21T10:00_existing.csv")
-            .unwrap();
+        let n =
+            parse_export_key("007_c1_2026-11-20T10:00:05_exiting_c2_2026-11-21T10:00_existing.csv")
+                .unwrap();
         assert_eq!(n.leading.as_deref(), Some("007"));
         assert_eq!(n.cohort_id, "c1");
         assert_eq!(n.difftype, DiffType::Exiting);
-        assert_eq!(n.routing_key.as_deref(), Some("c2_2026-11-21T10:00_existing"));
+        assert_eq!(
+            n.routing_key.as_deref(),
+            Some("c2_2026-11-21T10:00_existing")
+        );
         // The hand-written form keeps working and has the plain prefix.
         let n = parse_export_key("c9_2026-11-20T10:00_existing.csv").unwrap();
         assert_eq!((n.name_prefix(), n.leading), ("c9_".to_string(), None));
@@ -346,7 +350,10 @@ mod tests {
             assert_eq!(e.mismatch(), Some(want), "{key}: {e}");
             assert_eq!(e.code(), want.code());
         }
-        assert_eq!(decode_s3_event_key("%FF").unwrap_err().code(), "bad_event_key");
+        assert_eq!(
+            decode_s3_event_key("%FF").unwrap_err().code(),
+            "bad_event_key"
+        );
     }
 
     #[test]

@@ -460,8 +460,7 @@ impl StateStore for MemoryStateStore {
             .get(cohort_id)
             .is_some_and(|s| ms(s.exported_at) > ms(export.exported_at));
         if !older {
-            d.seen_exports
-                .insert(cohort_id.to_string(), export.clone());
+            d.seen_exports.insert(cohort_id.to_string(), export.clone());
         }
         Ok(())
     }

@@ -4,6 +4,8 @@
 
 use serde_yaml::Value;
 
+mod iam;
+
 pub fn root() -> String {
     concat!(env!("CARGO_MANIFEST_DIR"), "/..").to_string()
 }
@@ -84,12 +86,7 @@ fn lifecycle_rules_have_the_shape_cloudformation_accepts() {
             let id = s(&rule["Id"]);
             assert!(!id.is_empty() && id.len() <= 255, "{name}: rule id {id:?}");
             assert!(ids.insert(id.clone()), "{name}: rule id {id} twice");
-            let keys: Vec<String> = rule
-                .as_mapping()
-                .expect("rule")
-                .keys()
-                .map(s)
-                .collect();
+            let keys: Vec<String> = rule.as_mapping().expect("rule").keys().map(s).collect();
             assert!(
                 keys.iter().any(|k| ACTIONS.contains(&k.as_str())),
                 "{name}: rule {id} has none of {ACTIONS:?} (only {keys:?})"
@@ -144,7 +141,10 @@ fn function_sizes_fit_every_account() {
             (1..=if api { 30 } else { 900 }).contains(&timeout),
             "{name}: timeout {timeout}"
         );
-        assert!(p.get("Architectures").is_none(), "{name}: per-function architecture");
+        assert!(
+            p.get("Architectures").is_none(),
+            "{name}: per-function architecture"
+        );
     }
     assert_eq!(functions, 3);
 }
@@ -167,9 +167,15 @@ fn architecture_is_a_build_time_literal() {
         .lines()
         .filter(|l| l.trim_end().ends_with("# ARCH"))
         .count();
-    assert_eq!(marked, 1, "exactly one `# ARCH` line for `make sam-build ARCH=`");
+    assert_eq!(
+        marked, 1,
+        "exactly one `# ARCH` line for `make sam-build ARCH=`"
+    );
     let makefile = std::fs::read_to_string(format!("{}/Makefile", root())).expect("Makefile");
-    assert!(makefile.contains("# ARCH/"), "the Makefile rewrites the marked line");
+    assert!(
+        makefile.contains("# ARCH/"),
+        "the Makefile rewrites the marked line"
+    );
 }
 
 /// No secret value is owned by the template (a later deploy would write it back over the operator's), and
@@ -195,7 +201,10 @@ fn secrets_and_deletion_policies() {
         }
         if let Some(p) = res.get("UpdateReplacePolicy") {
             // RetainExceptOnCreate is a DeletionPolicy value only.
-            assert!(matches!(s(p).as_str(), "Delete" | "Retain" | "Snapshot"), "{name}");
+            assert!(
+                matches!(s(p).as_str(), "Delete" | "Retain" | "Snapshot"),
+                "{name}"
+            );
         }
     }
     for stateful in ["StateTable", "CohortBucket"] {
@@ -242,9 +251,9 @@ fn least_privilege_on_resources() {
         );
     }
     for st in statements(&t, "OAuthCallbackFunction") {
-        let writes = actions(st).iter().any(|a| {
-            a.starts_with("secretsmanager:") && a != "secretsmanager:GetSecretValue"
-        });
+        let writes = actions(st)
+            .iter()
+            .any(|a| a.starts_with("secretsmanager:") && a != "secretsmanager:GetSecretValue");
         if writes {
             for r in list(&st["Resource"]) {
                 let text = format!("{r:?}");
@@ -291,5 +300,8 @@ fn both_amplitude_access_ways() {
         ["s3:PutObject", "s3:ListBucket", "s3:GetBucketLocation"]
     );
     assert!(t["Rules"].get("AmplitudeRoleNeedsExternalId").is_some());
-    assert_eq!(s(&t["Outputs"]["AmplitudeRoleArn"]["Condition"]), "HasAmplitudeRole");
+    assert_eq!(
+        s(&t["Outputs"]["AmplitudeRoleArn"]["Condition"]),
+        "HasAmplitudeRole"
+    );
 }
