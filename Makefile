@@ -8,7 +8,7 @@ MOTO := $(VENV)/bin/moto_server
 SAMVENV := .venv-sam
 CARGO ?= cargo
 
-.PHONY: test lint fmt-check clippy unit bench demo venv clean-venv template-lint sam-build fuzz bench-e2e
+.PHONY: test lint fmt-check clippy unit bench demo venv clean-venv template-lint sam-build fuzz bench-e2e deploy-check
 
 $(MOTO):
 	python3 -m venv $(VENV)
@@ -55,6 +55,21 @@ sam-build: $(SAMVENV)/bin/cfn-lint
 	sed -E 's/- (arm64|x86_64) # ARCH/- $(ARCH) # ARCH/' infra/template.yaml > infra/template.build.yaml
 	PATH=$(abspath $(SAMVENV))/bin:$$PATH SAM_CLI_TELEMETRY=0 $(SAMVENV)/bin/sam validate --lint --template infra/template.build.yaml
 	PATH=$(abspath $(SAMVENV))/bin:$$PATH SAM_CLI_TELEMETRY=0 $(SAMVENV)/bin/sam build --template infra/template.build.yaml
+
+# The deploy rehearsal (not part of `make test`; ~20 min of release build on 2 cores): builds the three
+# bootstraps as `sam build` does (cargo lambda build --release --target ...; x86_64 by default so they run
+# here, DEPLOY_CHECK_TARGET=aarch64-unknown-linux-gnu with qemu-user for arm64), runs them under cargo-lambda's
+# Lambda Runtime API emulator against moto provisioned from the translated template, sends every event of
+# tests/deploy-check/events and checks the answers of tests/deploy-check/cases.json.
+DEPLOY_CHECK_TARGET ?= x86_64-unknown-linux-gnu
+deploy-check: venv $(SAMVENV)/.samtranslator
+	$(SAMVENV)/bin/pip install --quiet --disable-pip-version-check 'cargo-lambda==1.9.2'
+	for b in sync-runner oauth-callback save-mapping; do \
+		PATH=$(abspath $(SAMVENV))/bin:$$PATH $(SAMVENV)/bin/cargo-lambda lambda build --release \
+			--target $(DEPLOY_CHECK_TARGET) --bin $$b || exit 1; \
+	done
+	$(PY) scripts/deploy_check.py $${CARGO_TARGET_DIR:-target}/lambda $(abspath $(SAMVENV))/bin/cargo-lambda \
+		$(abspath $(MOTO)) $(abspath $(SAMVENV))/bin/python
 
 bench:
 	$(CARGO) bench -p audience-core --bench pipeline
