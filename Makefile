@@ -10,7 +10,7 @@ MOTO_PY := $(abspath $(PY))
 SAMVENV := .venv-sam
 CARGO ?= cargo
 
-.PHONY: test lint fmt-check clippy unit bench demo venv clean-venv template-lint sam-build fuzz bench-e2e
+.PHONY: test lint fmt-check clippy unit bench demo venv clean-venv template-lint sam-build fuzz bench-e2e deploy-check
 
 $(MOTO):
 	python3 -m venv $(VENV)
@@ -22,6 +22,11 @@ venv: $(MOTO)
 $(SAMVENV)/bin/cfn-lint:
 	python3 -m venv $(SAMVENV)
 	$(SAMVENV)/bin/pip install --quiet --disable-pip-version-check 'cfn-lint==1.58.0'
+
+# samtranslator (the SAM transform's library) for the IAM test (tests/tests/template/iam.rs).
+$(SAMVENV)/.samtranslator: $(SAMVENV)/bin/cfn-lint
+	$(SAMVENV)/bin/pip install --quiet --disable-pip-version-check 'aws-sam-translator==1.115.0'
+	touch $@
 
 template-lint: $(SAMVENV)/bin/cfn-lint
 	$(SAMVENV)/bin/cfn-lint infra/template.yaml
@@ -35,17 +40,38 @@ clippy:
 lint: fmt-check clippy
 
 # All tests. AWS tests start their own moto server from the venv (or use AWS_ENDPOINT_URL if set).
-unit: venv
-	MOTO_PYTHON=$(MOTO_PY) $(CARGO) test --workspace
+unit: venv $(SAMVENV)/.samtranslator
+	MOTO_PYTHON=$(MOTO_PY) SAM_PYTHON=$(abspath $(SAMVENV))/bin/python $(CARGO) test --workspace
 
 test: lint template-lint unit
 
+ARCH ?= arm64
 # Builds the three Lambda bootstraps as SAM does for `sam deploy` (installs the SAM CLI and cargo-lambda into
 # .venv-sam; arm64 needs `rustup target add aarch64-unknown-linux-gnu`). Not part of `make test`.
+# The architecture is chosen here, at build time: `make sam-build ARCH=x86_64` builds from a copy of the
+# template whose one `# ARCH` line says x86_64, and `sam build` writes that literal into
+# .aws-sam/build/template.yaml, the template `sam deploy` uploads: deploy cannot disagree with the build.
 sam-build: $(SAMVENV)/bin/cfn-lint
+	@case "$(ARCH)" in arm64|x86_64) ;; *) echo "ARCH must be arm64 or x86_64" >&2; exit 2;; esac
 	$(SAMVENV)/bin/pip install --quiet --disable-pip-version-check 'aws-sam-cli==1.170.0' 'cargo-lambda==1.9.2'
-	PATH=$(abspath $(SAMVENV))/bin:$$PATH SAM_CLI_TELEMETRY=0 $(SAMVENV)/bin/sam validate --lint
-	PATH=$(abspath $(SAMVENV))/bin:$$PATH SAM_CLI_TELEMETRY=0 $(SAMVENV)/bin/sam build
+	sed -E 's/- (arm64|x86_64) # ARCH/- $(ARCH) # ARCH/' infra/template.yaml > infra/template.build.yaml
+	PATH=$(abspath $(SAMVENV))/bin:$$PATH SAM_CLI_TELEMETRY=0 $(SAMVENV)/bin/sam validate --lint --template infra/template.build.yaml
+	PATH=$(abspath $(SAMVENV))/bin:$$PATH SAM_CLI_TELEMETRY=0 $(SAMVENV)/bin/sam build --template infra/template.build.yaml
+
+# The deploy rehearsal (not part of `make test`; ~20 min of release build on 2 cores): builds the three
+# bootstraps as `sam build` does (cargo lambda build --release --target ...; x86_64 by default so they run
+# here, DEPLOY_CHECK_TARGET=aarch64-unknown-linux-gnu with qemu-user for arm64), runs them under cargo-lambda's
+# Lambda Runtime API emulator against moto provisioned from the translated template, sends every event of
+# tests/deploy-check/events and checks the answers of tests/deploy-check/cases.json.
+DEPLOY_CHECK_TARGET ?= x86_64-unknown-linux-gnu
+deploy-check: venv $(SAMVENV)/.samtranslator
+	$(SAMVENV)/bin/pip install --quiet --disable-pip-version-check 'cargo-lambda==1.9.2'
+	for b in sync-runner oauth-callback save-mapping; do \
+		PATH=$(abspath $(SAMVENV))/bin:$$PATH $(SAMVENV)/bin/cargo-lambda lambda build --release \
+			--target $(DEPLOY_CHECK_TARGET) --bin $$b || exit 1; \
+	done
+	$(PY) scripts/deploy_check.py $${CARGO_TARGET_DIR:-target}/lambda $(abspath $(SAMVENV))/bin/cargo-lambda \
+		$(MOTO_PY) $(abspath $(SAMVENV))/bin/python
 
 bench:
 	$(CARGO) bench -p audience-core --bench pipeline

@@ -2,7 +2,8 @@
 //! reports under their own prefixes.
 //!
 //! Key layout (prefixes from `Config`):
-//! - exports: `<cohort_prefix>/<anything>/<cohortID>_<timestamp>_<difftype>[_<routingkey>].csv[.gz]` (raw keys)
+//! - exports: `<cohort_prefix>/<anything>/[<integer>_]<cohortID>_<timestamp>_<difftype>[_<routingkey>].csv[.gz]`
+//!   (raw keys; listed by cohort, see `audience_core::cohort::listing`)
 //! - committed snapshot: `<snapshot_prefix>/<project_id>/<sync_id>/committed.snapshot` (fixed key; the bucket
 //!   versions it, so a pointer names the exact version)
 //! - run report: `<report_prefix>/<project_id>/<sync_id>/runs/<run_id>.json`
@@ -11,7 +12,9 @@
 use std::path::Path;
 
 use async_trait::async_trait;
-use audience_core::cohort::naming::{DiffType, parse_export_key};
+use audience_core::cohort::listing::{ListStep, is_newer, list_steps};
+use audience_core::cohort::naming::parse_export_key;
+use audience_core::cohort::unmatched;
 use audience_core::model::SnapshotRef;
 use audience_core::ports::{CohortStore, ExportObject, ObjectMeta, ObjectReader, PortError};
 use aws_sdk_s3::Client;
@@ -33,6 +36,8 @@ pub struct S3CohortStore {
     snapshot_prefix: String,
     report_prefix: String,
     list_page_size: Option<i32>,
+    /// Keys returned by listings (what the cost of finding exports grows with).
+    listed: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn to_chrono(t: Option<&aws_sdk_s3::primitives::DateTime>) -> Option<DateTime<Utc>> {
@@ -58,6 +63,7 @@ impl S3CohortStore {
             snapshot_prefix: snapshot_prefix.into().trim_matches('/').to_string(),
             report_prefix: report_prefix.into().trim_matches('/').to_string(),
             list_page_size: None,
+            listed: Default::default(),
         }
     }
 
@@ -65,6 +71,11 @@ impl S3CohortStore {
     pub fn with_list_page_size(mut self, keys: i32) -> S3CohortStore {
         self.list_page_size = Some(keys.max(1));
         self
+    }
+
+    /// Keys returned by this store's listings so far.
+    pub fn listed_keys(&self) -> u64 {
+        self.listed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn bucket(&self) -> &str {
@@ -99,13 +110,54 @@ impl S3CohortStore {
         ])
     }
 
-    /// The listing prefix: everything under the cohort prefix ("" = the whole bucket).
-    fn cohort_list_prefix(&self) -> String {
-        if self.cohort_prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", self.cohort_prefix)
+    /// The newest export of the cohort among the keys of one listing step (all its pages).
+    async fn newest_in(
+        &self,
+        cohort_id: &str,
+        step: &ListStep,
+    ) -> Result<Option<ExportObject>, PortError> {
+        let mut best: Option<ExportObject> = None;
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&step.prefix)
+            .set_start_after(step.start_after.clone())
+            .set_max_keys(self.list_page_size)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| unavailable(SERVICE, e))?;
+            self.listed.fetch_add(
+                page.contents().len() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            for obj in page.contents() {
+                let Some(key) = obj.key() else { continue };
+                // Listed keys are raw: parsed as they are, never URL-decoded.
+                let name = match parse_export_key(key) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        unmatched::record(&e, "listing");
+                        continue;
+                    }
+                };
+                let candidate = ExportObject {
+                    meta: ObjectMeta {
+                        key: key.to_string(),
+                        etag: obj.e_tag().map(str::to_string),
+                        size: size_of(obj.size()),
+                        last_modified: to_chrono(obj.last_modified()),
+                        version_id: None,
+                    },
+                    name,
+                };
+                if is_newer(cohort_id, &candidate, best.as_ref()) {
+                    best = Some(candidate);
+                }
+            }
         }
+        Ok(best)
     }
 
     async fn get(&self, key: &str, version_id: Option<&str>) -> Result<ObjectReader, PortError> {
@@ -224,50 +276,16 @@ impl CohortStore for S3CohortStore {
     async fn newest_existing_export(
         &self,
         cohort_id: &str,
+        seen: Option<&str>,
     ) -> Result<Option<ExportObject>, PortError> {
-        let mut best: Option<ExportObject> = None;
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(self.cohort_list_prefix())
-            .set_max_keys(self.list_page_size)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| unavailable(SERVICE, e))?;
-            for obj in page.contents() {
-                let Some(key) = obj.key() else { continue };
-                // Listed keys are raw: parsed as they are, never URL-decoded.
-                let Ok(name) = parse_export_key(key) else {
-                    continue;
-                };
-                if name.cohort_id != cohort_id || name.difftype != DiffType::Existing {
-                    continue;
-                }
-                let candidate = ExportObject {
-                    meta: ObjectMeta {
-                        key: key.to_string(),
-                        etag: obj.e_tag().map(str::to_string),
-                        size: size_of(obj.size()),
-                        last_modified: to_chrono(obj.last_modified()),
-                        version_id: None,
-                    },
-                    name,
-                };
-                let newer = match &best {
-                    None => true,
-                    Some(b) => {
-                        (candidate.name.exported_at, candidate.meta.last_modified)
-                            > (b.name.exported_at, b.meta.last_modified)
-                    }
-                };
-                if newer {
-                    best = Some(candidate);
-                }
-            }
+        let (first, then) = list_steps(&self.cohort_prefix, cohort_id, seen);
+        if let Some(found) = self.newest_in(cohort_id, &first).await? {
+            return Ok(Some(found));
         }
-        Ok(best)
+        match then {
+            Some(step) => self.newest_in(cohort_id, &step).await,
+            None => Ok(None),
+        }
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, PortError> {

@@ -16,6 +16,7 @@ pub mod clients;
 pub mod cohorts;
 pub mod config;
 mod error;
+pub mod iam_actions;
 pub mod invoker;
 pub mod provision;
 pub mod rate;

@@ -196,6 +196,12 @@ fn cohort_gsi_pk(cohort_id: &str) -> String {
     format!("COHORT#{cohort_id}")
 }
 
+/// The newest export seen of a cohort (one item per cohort; `cohort::listing`).
+fn seen_export_pk(cohort_id: &str) -> String {
+    format!("EXPORTS#{cohort_id}")
+}
+const SEEN_EXPORT_SK: &str = "LATEST";
+
 // --- attribute helpers ---
 
 pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
@@ -906,6 +912,37 @@ impl StateStore for DynamoStateStore {
                 }
                 Ok(false)
             }
+            Err(e) => Err(unavailable(SERVICE, e)),
+        }
+    }
+
+    async fn latest_seen_export(&self, cohort_id: &str) -> Result<Option<ExportRef>, PortError> {
+        match self
+            .get_item(seen_export_pk(cohort_id), SEEN_EXPORT_SK)
+            .await?
+        {
+            Some(item) => from_json(&item, "export_json", "seen export").map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn note_seen_export(&self, cohort_id: &str, export: &ExportRef) -> Result<(), PortError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(seen_export_pk(cohort_id)))
+            .key("sk", s(SEEN_EXPORT_SK))
+            .update_expression("SET export_json = :e, exported_ms = :ms")
+            .condition_expression("attribute_not_exists(exported_ms) OR exported_ms <= :ms")
+            .expression_attribute_values(":e", s(to_json(export)?))
+            .expression_attribute_values(":ms", n(export.exported_at.timestamp_millis()))
+            .send()
+            .await;
+        match res {
+            // A newer export is already remembered: nothing to do.
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => Ok(()),
             Err(e) => Err(unavailable(SERVICE, e)),
         }
     }

@@ -284,7 +284,11 @@ impl TokenVault for SecretsVault {
     async fn app_credentials(&self) -> Result<AppCredentials, PortError> {
         let name = &self.app_credentials_secret;
         let raw = self.read(name).await?.ok_or_else(|| {
-            PortError::Config(format!("app-credentials secret {name} does not exist"))
+            // The template creates this secret without a value: "no value yet" is the usual case.
+            PortError::Config(format!(
+                "app-credentials secret {name} has no value yet (or does not exist): put \
+                 {{\"app_id\": \"...\", \"secret\": \"...\"}} with aws secretsmanager put-secret-value"
+            ))
         })?;
         let stored: StoredAppCredentials =
             serde_json::from_str(raw.expose_secret()).map_err(|e| parse_error(name, &e))?;

@@ -232,6 +232,10 @@ pub trait StateStore: Send + Sync {
         sync_id: &str,
         export: &ExportRef,
     ) -> Result<bool, PortError>;
+    /// The newest export seen of a cohort (kept per cohort so runs list only what came after it).
+    async fn latest_seen_export(&self, cohort_id: &str) -> Result<Option<ExportRef>, PortError>;
+    /// Remembers an export as the newest seen of its cohort unless a newer one is already remembered.
+    async fn note_seen_export(&self, cohort_id: &str, export: &ExportRef) -> Result<(), PortError>;
     /// Removes and returns the pending export, only under the caller's unexpired lease.
     async fn take_pending_export(
         &self,
@@ -385,10 +389,14 @@ impl std::fmt::Debug for ObjectReader {
 #[async_trait::async_trait]
 pub trait CohortStore: Send + Sync {
     /// The newest `existing` export of the cohort under the cohort prefix (newest by the name's timestamp; ties:
-    /// the later LastModified). Keys that do not follow Amplitude's naming are ignored.
+    /// the later LastModified). `seen` is the newest export already known (the state table's, see
+    /// `cohort::listing`): only that cohort's keys from its hour on are listed. Without it only
+    /// `<prefix>/<cohortID>_` is listed, and the whole prefix when that holds nothing. Keys that do not follow
+    /// Amplitude's naming are ignored (and recorded, `cohort::unmatched`).
     async fn newest_existing_export(
         &self,
         cohort_id: &str,
+        seen: Option<&str>,
     ) -> Result<Option<ExportObject>, PortError>;
     /// Metadata of a raw key; `None` when missing.
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, PortError>;

@@ -53,6 +53,28 @@ fn bom_crlf_quotes_header_spelling() {
     assert_eq!(r.stats.rows, r.stats.valid + r.stats.total_skipped());
 }
 
+/// Amplitude's S3 cohort page lists the columns with a leading blank (` amplitudeID`, ` userID`, then one
+/// per property): the configured name still finds its column, by trimmed, case-insensitive match.
+#[test]
+fn amplitude_headers_with_leading_spaces() {
+    let file = " amplitudeID, userID, email\n\
+                101,u1,jane@example.com\n\
+                102, u2, john@example.com\n\
+                103,u3,\n";
+    let r = read(file.as_bytes(), "email").unwrap();
+    assert_eq!(r.stats.rows, 3);
+    assert_eq!(
+        r.stats.valid, 2,
+        "a value after ', ' is trimmed like its header"
+    );
+    assert_eq!(r.set.len(), 2);
+    assert_eq!(r.stats.skipped(SkipReason::Empty), 1);
+    // The id columns are found the same way (a property named like Amplitude's spelling).
+    let ids = " amplitudeID, userID, email\n101,a@x.com,b@x.com\n";
+    assert_eq!(read(ids.as_bytes(), "userID").unwrap().stats.valid, 1);
+    assert_eq!(read(ids.as_bytes(), " USERID ").unwrap().stats.valid, 1);
+}
+
 #[test]
 fn gzip_by_magic_and_by_name() {
     let plain = b"amplitude_id,email\n1,a@b.co\n2,c@d.co\n";

@@ -281,6 +281,14 @@ mod tests {
         assert!(!same_name(&"x".repeat(69), &long));
     }
 
+    /// The engine stops taking calls while one more request (its full timeout) and the commit still fit.
+    #[test]
+    fn the_engine_deadline_margin_covers_a_request_and_the_commit() {
+        let margin = audience_core::sync::EngineSettings::default().deadline_margin;
+        let request = crate::ClientConfig::default().request_timeout;
+        assert!(margin >= request + audience_core::sync::COMMIT_ALLOWANCE);
+    }
+
     #[test]
     fn key_kinds_map_to_calculate_types() {
         assert_eq!(calculate_type(KeyKind::Gaid), CalculateType::GaidSha256);

@@ -82,7 +82,8 @@ impl Default for ClientConfig {
             host: DEFAULT_HOST.to_string(),
             rate_per_second: DEFAULT_TIER_QPS * TIER_SHARE,
             connect_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(120),
+            // The engine's deadline margin is built from this same constant.
+            request_timeout: audience_core::sync::TIKTOK_REQUEST_TIMEOUT,
             retry: RetryPolicy::default(),
             rate_gate: None,
         }

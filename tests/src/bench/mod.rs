@@ -144,9 +144,16 @@ impl TimedStore {
 
 #[async_trait::async_trait]
 impl CohortStore for TimedStore {
-    async fn newest_existing_export(&self, c: &str) -> Result<Option<ExportObject>, PortError> {
+    async fn newest_existing_export(
+        &self,
+        c: &str,
+        seen: Option<&str>,
+    ) -> Result<Option<ExportObject>, PortError> {
         self.timeline
-            .time("s3.newest_export", self.inner.newest_existing_export(c))
+            .time(
+                "s3.newest_export",
+                self.inner.newest_existing_export(c, seen),
+            )
             .await
     }
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, PortError> {

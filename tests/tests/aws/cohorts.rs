@@ -34,11 +34,11 @@ fn store(env: &TestEnv) -> S3CohortStore {
 #[tokio::test]
 async fn newest_existing_export_among_many_keys() {
     let env = TestEnv::new().await.expect("env");
-    let newest = "cohorts/x:y/Ab12cd_2026-03-01T11-15-45_existing.csv.gz";
+    let newest = "cohorts/Ab12cd_2026-03-01T11-15-45_existing.csv.gz";
     let keys = [
         "cohorts/Ab12cd_2026-03-01T10:00_existing.csv",
         "cohorts/Ab12cd_2026-03-01T10-30_existing_rk1.csv",
-        "cohorts/sub dir/Ab12cd_2026-03-01T11:15:30_existing_my routing.csv",
+        "cohorts/Ab12cd_2026-03-01T11:15:30_existing_my routing.csv",
         newest,
         "cohorts/Ab12cd_2026-03-01T11:15_existing_late.csv",
         // Newer, but not the complete membership.
@@ -54,11 +54,15 @@ async fn newest_existing_export_among_many_keys() {
         // Outside the cohort prefix.
         "elsewhere/Ab12cd_2026-03-05T00:00_existing.csv",
         "cohortsX/Ab12cd_2026-03-05T00:00_existing.csv",
+        // Amplitude's own form: a leading integer and a sub-path.
+        "cohorts/amp/187520_Lz7_2026-03-01T09:00_existing_rk.csv",
+        "cohorts/amp/187520_Lz7_2026-03-01T10:00_existing_rk.csv",
+        "cohorts/amp/187520_Lz7_2026-03-01T10:00_entering_rk.csv",
     ];
     for k in keys {
         put(&env, k, b"amplitude_id,user_id,email\n1,u1,a@example.com\n").await;
     }
-    // Enough other keys that the listing takes several pages.
+    // Enough other keys that a whole listing takes several pages.
     for i in 0..40 {
         put(
             &env,
@@ -70,9 +74,9 @@ async fn newest_existing_export_among_many_keys() {
         )
         .await;
     }
-    let s = store(&env).with_list_page_size(7);
+    let s = store(&env).with_list_page_size(3);
     let found = s
-        .newest_existing_export("Ab12cd")
+        .newest_existing_export("Ab12cd", None)
         .await
         .unwrap()
         .expect("an export");
@@ -83,24 +87,62 @@ async fn newest_existing_export_among_many_keys() {
         found.name.exported_at.to_rfc3339(),
         "2026-03-01T11:15:45+00:00"
     );
+    // Only `cohorts/Ab12cd_` was listed (its 9 keys, over 3 pages), not the 55 under the prefix.
+    assert_eq!(s.listed_keys(), 9);
     let head = s.head(newest).await.unwrap().expect("head");
     assert_eq!(found.meta.etag, head.etag);
     assert_eq!(found.meta.size, head.size);
     assert_eq!(found.to_export_ref().s3_key, newest);
 
-    let routed = s.newest_existing_export("Xy99").await.unwrap().unwrap();
+    let routed = s
+        .newest_existing_export("Xy99", None)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         routed.meta.key,
         "cohorts/Xy99_2026-03-02T00:00_existing.csv"
     );
     assert!(
-        s.newest_existing_export("NoSuchCohort")
+        s.newest_existing_export("NoSuchCohort", None)
             .await
             .unwrap()
             .is_none()
     );
 
-    // An empty cohort prefix lists the whole bucket.
+    // The leading-integer form under a sub-path: found by one whole listing while nothing is known...
+    let s = store(&env).with_list_page_size(7);
+    let first = s
+        .newest_existing_export("Lz7", None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        first.meta.key,
+        "cohorts/amp/187520_Lz7_2026-03-01T10:00_existing_rk.csv"
+    );
+    assert_eq!(first.name.leading.as_deref(), Some("187520"));
+    assert_eq!(s.listed_keys(), 55, "the whole prefix, once");
+    // ...then, with it remembered, only that cohort's keys from its hour on.
+    put(
+        &env,
+        "cohorts/amp/187520_Lz7_2026-03-01T11-00_existing_rk.csv",
+        b"x\n",
+    )
+    .await;
+    let s = store(&env);
+    let next = s
+        .newest_existing_export("Lz7", Some(&first.meta.key))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        next.meta.key,
+        "cohorts/amp/187520_Lz7_2026-03-01T11-00_existing_rk.csv"
+    );
+    assert_eq!(s.listed_keys(), 3, "the 10:00 pair and the new export");
+
+    // An empty cohort prefix: the bucket root.
     let root = S3CohortStore::new(
         env.clients.s3.clone(),
         env.bucket.clone(),
@@ -109,13 +151,13 @@ async fn newest_existing_export_among_many_keys() {
         "reports",
     );
     let found = root
-        .newest_existing_export("Ab12cd")
+        .newest_existing_export("Ab12cd", None)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(
-        found.meta.key,
-        "cohortsX/Ab12cd_2026-03-05T00:00_existing.csv"
+        found.meta.key, "cohortsX/Ab12cd_2026-03-05T00:00_existing.csv",
+        "nothing at the root itself: the whole bucket"
     );
 }
 
@@ -132,7 +174,7 @@ async fn same_timestamp_the_later_upload_wins() {
     )
     .await;
     let found = store(&env)
-        .newest_existing_export("T1")
+        .newest_existing_export("T1", None)
         .await
         .unwrap()
         .unwrap();

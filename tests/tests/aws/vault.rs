@@ -238,8 +238,19 @@ async fn app_credentials_and_admin_token() {
     ));
     assert!(matches!(v.admin_token().await, Err(PortError::Config(_))));
     let sm = &env.clients.secrets;
+    // As infra/template.yaml creates it: a secret without any value, then the operator's put-secret-value.
     sm.create_secret()
         .name(format!("{}/app-credentials", env.secret_prefix))
+        .send()
+        .await
+        .unwrap();
+    let err = v.app_credentials().await.unwrap_err();
+    assert!(
+        matches!(&err, PortError::Config(m) if m.contains("no value yet")),
+        "{err}"
+    );
+    sm.put_secret_value()
+        .secret_id(format!("{}/app-credentials", env.secret_prefix))
         .secret_string(r#"{"app_id":"7100000000000000001","secret":"app-secret-value"}"#)
         .send()
         .await

@@ -31,7 +31,7 @@ async fn adapters_from_configuration() {
     assert!(
         adapters
             .cohorts
-            .newest_existing_export("C1")
+            .newest_existing_export("C1", None)
             .await
             .unwrap()
             .is_none()

@@ -248,12 +248,13 @@ impl Api {
         }
         let mut body = sync_json(&created);
         if created.cadence == Cadence::OneTime
-            && self
-                .deps
-                .cohorts
-                .newest_existing_export(&created.cohort_id)
-                .await?
-                .is_some()
+            && audience_core::cohort::listing::newest_export(
+                &*self.deps.state,
+                &*self.deps.cohorts,
+                &created.cohort_id,
+            )
+            .await?
+            .is_some()
         {
             let payload =
                 json!({"trigger": "manual", "project_id": project_id, "sync_id": created.sync_id});

@@ -1,7 +1,11 @@
 //! Cohort files: Amplitude's export naming and the streaming CSV reader.
 
+pub mod listing;
 pub mod naming;
 pub mod reader;
+pub mod unmatched;
 
-pub use naming::{DiffType, ExportName, NamingError, decode_s3_event_key, parse_export_key};
+pub use naming::{
+    DiffType, ExportName, KeyMismatch, NamingError, decode_s3_event_key, parse_export_key,
+};
 pub use reader::{CohortDigests, ReadError, ReadStats, digest_cohort, open_maybe_gzip};

@@ -17,7 +17,8 @@ use super::{
     ScheduleInfo, ScheduleRate, Schedules, StateStore, TikTokConnection, TokenVault,
     schedule_input, schedule_name,
 };
-use crate::cohort::naming::{DiffType, parse_export_key};
+use crate::cohort::listing::{ListStep, is_newer, list_steps};
+use crate::cohort::naming::parse_export_key;
 use crate::model::{
     Advertiser, ExportRef, Integration, IntegrationStatus, KeyMapping, Lease, OAuthState,
     PreviewRecord, RunLedger, SnapshotPointer, SnapshotRef, SyncConfig, WriteMode,
@@ -79,6 +80,8 @@ struct StateData {
     runs: BTreeMap<(String, String), RunLedger>,
     budget: HashMap<(String, NaiveDate), u32>,
     previews: HashMap<(String, String), PreviewRecord>,
+    /// cohort id -> newest export seen.
+    seen_exports: HashMap<String, ExportRef>,
 }
 
 /// `StateStore` in memory.
@@ -446,6 +449,22 @@ impl StateStore for MemoryStateStore {
         Ok(true)
     }
 
+    async fn latest_seen_export(&self, cohort_id: &str) -> Result<Option<ExportRef>, PortError> {
+        Ok(lock(&self.data).seen_exports.get(cohort_id).cloned())
+    }
+
+    async fn note_seen_export(&self, cohort_id: &str, export: &ExportRef) -> Result<(), PortError> {
+        let mut d = lock(&self.data);
+        let older = d
+            .seen_exports
+            .get(cohort_id)
+            .is_some_and(|s| ms(s.exported_at) > ms(export.exported_at));
+        if !older {
+            d.seen_exports.insert(cohort_id.to_string(), export.clone());
+        }
+        Ok(())
+    }
+
     async fn take_pending_export(
         &self,
         project_id: &str,
@@ -632,6 +651,8 @@ pub struct MemoryCohortStore {
     cohort_prefix: String,
     objects: Mutex<BTreeMap<String, Vec<StoredObject>>>,
     puts: Mutex<i64>,
+    /// Keys returned by listings so far (what ListObjectsV2 would bill and page through).
+    listed: Mutex<u64>,
 }
 
 impl Default for MemoryCohortStore {
@@ -646,7 +667,52 @@ impl MemoryCohortStore {
             cohort_prefix: cohort_prefix.trim_matches('/').to_string(),
             objects: Mutex::new(BTreeMap::new()),
             puts: Mutex::new(0),
+            listed: Mutex::new(0),
         }
+    }
+
+    /// Keys returned by listings so far.
+    pub fn listed_keys(&self) -> u64 {
+        *lock(&self.listed)
+    }
+
+    /// The newest export of the cohort among the keys one listing step returns (as S3 would: prefix,
+    /// lexicographic start-after).
+    fn newest_in(&self, cohort_id: &str, step: &ListStep) -> Option<ExportObject> {
+        let objects = lock(&self.objects);
+        let mut best: Option<ExportObject> = None;
+        let mut listed = 0;
+        for (key, versions) in objects.range(step.prefix.clone()..) {
+            if !key.starts_with(&step.prefix) {
+                break;
+            }
+            if step.start_after.as_ref().is_some_and(|a| key <= a) {
+                continue;
+            }
+            listed += 1;
+            let Some(latest) = versions.last() else {
+                continue;
+            };
+            let name = match parse_export_key(key) {
+                Ok(n) => n,
+                Err(e) => {
+                    crate::cohort::unmatched::record(&e, "listing");
+                    continue;
+                }
+            };
+            let candidate = ExportObject {
+                meta: ObjectMeta {
+                    version_id: None,
+                    ..latest.meta.clone()
+                },
+                name,
+            };
+            if is_newer(cohort_id, &candidate, best.as_ref()) {
+                best = Some(candidate);
+            }
+        }
+        *lock(&self.listed) += listed;
+        best
     }
 
     /// Stores an object (e.g. an export) as-is; returns its metadata.
@@ -712,40 +778,13 @@ impl CohortStore for MemoryCohortStore {
     async fn newest_existing_export(
         &self,
         cohort_id: &str,
+        seen: Option<&str>,
     ) -> Result<Option<ExportObject>, PortError> {
-        let prefix = if self.cohort_prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", self.cohort_prefix)
-        };
-        let objects = lock(&self.objects);
-        let mut best: Option<ExportObject> = None;
-        for (key, versions) in objects.range(prefix.clone()..) {
-            if !key.starts_with(&prefix) {
-                break;
-            }
-            let (Ok(name), Some(latest)) = (parse_export_key(key), versions.last()) else {
-                continue;
-            };
-            if name.cohort_id != cohort_id || name.difftype != DiffType::Existing {
-                continue;
-            }
-            let candidate = ExportObject {
-                meta: ObjectMeta {
-                    version_id: None,
-                    ..latest.meta.clone()
-                },
-                name,
-            };
-            let newer = best.as_ref().is_none_or(|b| {
-                (candidate.name.exported_at, candidate.meta.last_modified)
-                    > (b.name.exported_at, b.meta.last_modified)
-            });
-            if newer {
-                best = Some(candidate);
-            }
+        let (first, then) = list_steps(&self.cohort_prefix, cohort_id, seen);
+        match self.newest_in(cohort_id, &first) {
+            Some(found) => Ok(Some(found)),
+            None => Ok(then.and_then(|step| self.newest_in(cohort_id, &step))),
         }
-        Ok(best)
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, PortError> {

@@ -27,8 +27,8 @@ use crate::model::{
     SyncState, TikTokAudienceStatus, WriteMode,
 };
 use crate::ports::{
-    BudgetOutcome, CohortStore, CommitOutcome, Invoker, LeaseOutcome, PortError, Schedules,
-    StateStore, TokenVault,
+    BudgetOutcome, CohortStore, CommitOutcome, ExportObject, Invoker, LeaseOutcome, PortError,
+    Schedules, StateStore, TokenVault,
 };
 use crate::report::PreviewReport;
 
@@ -43,11 +43,17 @@ pub struct Deps {
     pub tiktok: Arc<dyn AudienceApi>,
 }
 
+/// One TikTok request's timeout: the TikTok client's default (`audience_tiktok::ClientConfig`) is this.
+pub const TIKTOK_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// What a run needs after its last call: checkpoint, snapshot upload (hundreds of MB at 10M users), ledger.
+pub const COMMIT_ALLOWANCE: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
     /// Longer than one Lambda invocation (15 min) so a live run never loses it; a crashed run's lease expires.
     pub lease_ttl: Duration,
-    /// Stop taking new TikTok calls when less than this remains before the Lambda deadline.
+    /// Stop taking new TikTok calls when less than this remains before the Lambda deadline (checked before
+    /// every call, the first included): at least one request timeout plus the commit.
     pub deadline_margin: Duration,
     pub max_malformed_ratio: f64,
     pub digests_per_file: usize,
@@ -65,7 +71,7 @@ impl Default for EngineSettings {
     fn default() -> Self {
         EngineSettings {
             lease_ttl: Duration::from_secs(20 * 60),
-            deadline_margin: Duration::from_secs(90),
+            deadline_margin: TIKTOK_REQUEST_TIMEOUT + COMMIT_ALLOWANCE,
             max_malformed_ratio: 0.01,
             digests_per_file: batches::DEFAULT_DIGESTS_PER_FILE,
             files_per_call: batches::DEFAULT_FILES_PER_CALL,
@@ -160,9 +166,6 @@ struct Run<'a> {
     token: SecretString,
     mapping: &'a KeyMapping,
     deadline: Option<Instant>,
-    /// Acknowledged write calls in this invocation: each invocation makes at least one, so a continuation
-    /// chain always progresses however short the deadline.
-    calls_made: usize,
     renewed_at: Instant,
 }
 
@@ -256,6 +259,11 @@ impl Engine {
         }
     }
 
+    async fn newest_export(&self, cohort_id: &str) -> Result<Option<ExportObject>, PortError> {
+        crate::cohort::listing::newest_export(&*self.deps.state, &*self.deps.cohorts, cohort_id)
+            .await
+    }
+
     /// An uploaded object: only `existing` exports start runs, per the cadence rules.
     async fn on_upload(
         &self,
@@ -265,7 +273,7 @@ impl Engine {
         let name = match parse_export_key(key) {
             Ok(n) => n,
             Err(e) => {
-                info!(reason = %e, "ignored upload: not an Amplitude cohort export");
+                crate::cohort::unmatched::record(&e, "s3_event");
                 return Ok(vec![Outcome::Ignored {
                     reason: e.to_string(),
                 }]);
@@ -275,6 +283,10 @@ impl Engine {
             return Ok(vec![Outcome::Ignored {
                 reason: format!("{} file: only the existing file is read", name.difftype),
             }]);
+        }
+        // Remembered so later runs of this cohort list only what comes after it.
+        if let Some((cohort, seen)) = crate::cohort::listing::seen_from_event(key) {
+            self.deps.state.note_seen_export(&cohort, &seen).await?;
         }
         let syncs = self.deps.state.syncs_for_cohort(&name.cohort_id).await?;
         if syncs.is_empty() {
@@ -357,9 +369,7 @@ impl Engine {
                 let pending = match &export_key {
                     Some(k) => self.export_ref(k).await?,
                     None => self
-                        .deps
-                        .cohorts
-                        .newest_existing_export(&sync.cohort_id)
+                        .newest_export(&sync.cohort_id)
                         .await?
                         .map(|o| o.to_export_ref()),
                 };
@@ -668,12 +678,7 @@ impl Engine {
         let key = match (export_key, &ledger.source_export) {
             (_, Some(k)) if continue_run.is_some() => k.clone(),
             (Some(k), _) => k,
-            (None, _) => match self
-                .deps
-                .cohorts
-                .newest_existing_export(&sync.cohort_id)
-                .await?
-            {
+            (None, _) => match self.newest_export(&sync.cohort_id).await? {
                 Some(o) => o.meta.key,
                 None => {
                     let why = format!(
@@ -804,7 +809,6 @@ impl Engine {
             token: conn.access_token,
             mapping: &mapping,
             deadline,
-            calls_made: 0,
             renewed_at: Instant::now(),
         };
         let applied = match run.sync.write_mode {
@@ -1090,7 +1094,6 @@ impl Engine {
         adds_done: usize,
         removes_done: usize,
     ) -> Result<Option<Stop>, EngineError> {
-        run.calls_made += 1;
         if let Some(cp) = run.ledger.checkpoint.as_mut()
             && let Ok(mut c) = serde_json::from_value::<Checkpoint>(cp.clone())
         {
@@ -1190,7 +1193,9 @@ impl Engine {
             let calls =
                 batches::plan_file_calls(list.len(), s.digests_per_file, s.files_per_call, first);
             for (i, call) in calls.iter().enumerate() {
-                if run.calls_made > 0 && self.time_short(run.deadline) {
+                // Before every call, the first too: a call that cannot finish before the deadline is not made
+                // (a fresh invocation has 15 minutes, far more than the margin, so a continuation progresses).
+                if self.time_short(run.deadline) {
                     out.stop = Some(Stop::Deadline);
                     return Ok(out);
                 }
@@ -1484,7 +1489,7 @@ impl Engine {
         };
         for (action, list) in [(MappingAction::Add, adds), (MappingAction::Delete, removes)] {
             for call in batches::plan_mapping_calls(list.len(), self.settings.mapping_batch) {
-                if run.calls_made > 0 && self.time_short(run.deadline) {
+                if self.time_short(run.deadline) {
                     return Ok(((adds_done, removes_done), Some(Stop::Deadline)));
                 }
                 let api = self.deps.tiktok.clone();

@@ -9,5 +9,5 @@ pub mod ledger;
 pub mod plan;
 
 pub use api::AudienceApi;
-pub use engine::{Deps, Engine, EngineSettings};
+pub use engine::{COMMIT_ALLOWANCE, Deps, Engine, EngineSettings, TIKTOK_REQUEST_TIMEOUT};
 pub use input::RunnerInput;

@@ -1,0 +1,307 @@
+//! infra/template.yaml against the CloudFormation rules that `cfn-lint` does not check but a real deploy
+//! enforces (each one broke, or would have broken, a first `sam deploy`), and the template's least-privilege
+//! promises that are about resources rather than actions (the actions are checked in `iam.rs`).
+
+use serde_yaml::Value;
+
+mod iam;
+
+pub fn root() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/..").to_string()
+}
+
+fn template_text() -> String {
+    std::fs::read_to_string(format!("{}/infra/template.yaml", root())).expect("infra/template.yaml")
+}
+
+fn template() -> Value {
+    serde_yaml::from_str(&template_text()).expect("template YAML parses")
+}
+
+fn s(v: &Value) -> String {
+    v.as_str().map(str::to_string).unwrap_or_default()
+}
+
+/// The value under a CloudFormation short-form tag (`!Ref X` -> ("!Ref", X)).
+fn tagged(v: &Value) -> Option<(String, &Value)> {
+    match v {
+        Value::Tagged(t) => Some((t.tag.to_string(), &t.value)),
+        _ => None,
+    }
+}
+
+fn resources(t: &Value) -> Vec<(String, &Value)> {
+    t["Resources"]
+        .as_mapping()
+        .expect("Resources")
+        .iter()
+        .map(|(k, v)| (s(k), v))
+        .collect()
+}
+
+/// A number property: a literal, or `!Ref` to a Number parameter (then its Default, MinValue, MaxValue).
+fn number_range(t: &Value, v: &Value) -> (i64, i64, i64) {
+    if let Some(n) = v.as_i64() {
+        return (n, n, n);
+    }
+    let (tag, inner) = tagged(v).unwrap_or_else(|| panic!("not a number or !Ref: {v:?}"));
+    assert_eq!(tag, "!Ref", "{v:?}");
+    let p = &t["Parameters"][s(inner).as_str()];
+    assert_eq!(s(&p["Type"]), "Number", "{inner:?}");
+    let get = |k: &str| {
+        p[k].as_i64()
+            .unwrap_or_else(|| panic!("parameter {inner:?} needs {k}"))
+    };
+    (get("Default"), get("MinValue"), get("MaxValue"))
+}
+
+/// CloudFormation's AWS::S3::Bucket schema: a lifecycle rule needs at least one of these (a rule with only
+/// `ExpiredObjectDeleteMarker` fails the create: cloudformation-coverage-roadmap #132), and S3 rejects
+/// `ExpiredObjectDeleteMarker` next to a Days/Date expiration.
+#[test]
+fn lifecycle_rules_have_the_shape_cloudformation_accepts() {
+    const ACTIONS: [&str; 9] = [
+        "AbortIncompleteMultipartUpload",
+        "ExpirationDate",
+        "ExpirationInDays",
+        "NoncurrentVersionExpiration",
+        "NoncurrentVersionExpirationInDays",
+        "NoncurrentVersionTransition",
+        "NoncurrentVersionTransitions",
+        "Transition",
+        "Transitions",
+    ];
+    let t = template();
+    let mut rules_seen = 0;
+    let mut ids = std::collections::BTreeSet::new();
+    for (name, res) in resources(&t) {
+        if s(&res["Type"]) != "AWS::S3::Bucket" {
+            continue;
+        }
+        let rules = res["Properties"]["LifecycleConfiguration"]["Rules"]
+            .as_sequence()
+            .expect("the bucket has lifecycle rules");
+        for rule in rules {
+            rules_seen += 1;
+            let id = s(&rule["Id"]);
+            assert!(!id.is_empty() && id.len() <= 255, "{name}: rule id {id:?}");
+            assert!(ids.insert(id.clone()), "{name}: rule id {id} twice");
+            let keys: Vec<String> = rule.as_mapping().expect("rule").keys().map(s).collect();
+            assert!(
+                keys.iter().any(|k| ACTIONS.contains(&k.as_str())),
+                "{name}: rule {id} has none of {ACTIONS:?} (only {keys:?})"
+            );
+            if rule.get("ExpiredObjectDeleteMarker").is_some() {
+                assert!(
+                    rule.get("ExpirationInDays").is_none() && rule.get("ExpirationDate").is_none(),
+                    "{name}: rule {id}: ExpiredObjectDeleteMarker with a Days/Date expiration"
+                );
+            }
+            assert!(
+                rule.get("Prefix").is_none() || rule.get("Filter").is_none(),
+                "{name}: rule {id}: Prefix and Filter"
+            );
+            if let Some(n) = rule.get("NoncurrentVersionExpiration") {
+                assert!(n["NoncurrentDays"].as_i64().unwrap_or(0) >= 1, "{id}");
+            }
+        }
+    }
+    assert!(rules_seen >= 3, "rules were read");
+}
+
+/// Limits a deploy hits and the linter does not: memory within what every account allows by default,
+/// /tmp within Lambda's range, timeouts within Lambda's (and HTTP API's 30 s for API functions).
+#[test]
+fn function_sizes_fit_every_account() {
+    let t = template();
+    let mut functions = 0;
+    for (name, res) in resources(&t) {
+        if s(&res["Type"]) != "AWS::Serverless::Function" {
+            continue;
+        }
+        functions += 1;
+        let p = &res["Properties"];
+        let (default, min, max) = number_range(&t, &p["MemorySize"]);
+        // New accounts are often capped at 3,008 MB until a quota increase.
+        assert!((128..=3008).contains(&default), "{name}: memory {default}");
+        assert!(min >= 128 && max <= 10240, "{name}: memory range");
+        let (default, min, max) = match p.get("EphemeralStorage") {
+            Some(e) => number_range(&t, &e["Size"]),
+            None => (512, 512, 512),
+        };
+        assert!(
+            (512..=10240).contains(&default) && min >= 512 && max <= 10240,
+            "{name}: ephemeral storage"
+        );
+        let timeout = p["Timeout"].as_i64().expect("literal Timeout");
+        let api = p["Events"]
+            .as_mapping()
+            .is_some_and(|e| e.values().any(|e| s(&e["Type"]) == "HttpApi"));
+        assert!(
+            (1..=if api { 30 } else { 900 }).contains(&timeout),
+            "{name}: timeout {timeout}"
+        );
+        assert!(
+            p.get("Architectures").is_none(),
+            "{name}: per-function architecture"
+        );
+    }
+    assert_eq!(functions, 3);
+}
+
+/// The architecture is a literal that `sam build` bakes into the built template (no deploy-time parameter
+/// that could disagree with the binaries); the Makefile's `ARCH=` rewrites exactly the marked line.
+#[test]
+fn architecture_is_a_build_time_literal() {
+    let t = template();
+    assert!(
+        t["Parameters"].get("Architecture").is_none(),
+        "a deploy-time Architecture parameter can disagree with the build"
+    );
+    let arch = t["Globals"]["Function"]["Architectures"]
+        .as_sequence()
+        .expect("Globals.Function.Architectures");
+    assert_eq!(arch.len(), 1);
+    assert!(matches!(s(&arch[0]).as_str(), "arm64" | "x86_64"));
+    let marked = template_text()
+        .lines()
+        .filter(|l| l.trim_end().ends_with("# ARCH"))
+        .count();
+    assert_eq!(
+        marked, 1,
+        "exactly one `# ARCH` line for `make sam-build ARCH=`"
+    );
+    let makefile = std::fs::read_to_string(format!("{}/Makefile", root())).expect("Makefile");
+    assert!(
+        makefile.contains("# ARCH/"),
+        "the Makefile rewrites the marked line"
+    );
+}
+
+/// No secret value is owned by the template (a later deploy would write it back over the operator's), and
+/// stateful resources are kept on stack deletion but not left behind by a failed first create.
+#[test]
+fn secrets_and_deletion_policies() {
+    let t = template();
+    for (name, res) in resources(&t) {
+        if s(&res["Type"]) == "AWS::SecretsManager::Secret" {
+            assert!(
+                res["Properties"].get("SecretString").is_none(),
+                "{name}: a literal SecretString is rewritten by later deploys"
+            );
+        }
+        if let Some(p) = res.get("DeletionPolicy") {
+            assert!(
+                matches!(
+                    s(p).as_str(),
+                    "Delete" | "Retain" | "RetainExceptOnCreate" | "Snapshot"
+                ),
+                "{name}"
+            );
+        }
+        if let Some(p) = res.get("UpdateReplacePolicy") {
+            // RetainExceptOnCreate is a DeletionPolicy value only.
+            assert!(
+                matches!(s(p).as_str(), "Delete" | "Retain" | "Snapshot"),
+                "{name}"
+            );
+        }
+    }
+    for stateful in ["StateTable", "CohortBucket"] {
+        assert_eq!(
+            s(&t["Resources"][stateful]["DeletionPolicy"]),
+            "RetainExceptOnCreate",
+            "{stateful}"
+        );
+    }
+}
+
+fn statements<'a>(t: &'a Value, function: &str) -> Vec<&'a Value> {
+    t["Resources"][function]["Properties"]["Policies"]
+        .as_sequence()
+        .expect("Policies")
+        .iter()
+        .flat_map(|p| p["Statement"].as_sequence().expect("Statement").iter())
+        .collect()
+}
+
+fn list(v: &Value) -> Vec<&Value> {
+    match v {
+        Value::Sequence(s) => s.iter().collect(),
+        other => vec![other],
+    }
+}
+
+fn actions(st: &Value) -> Vec<String> {
+    list(&st["Action"]).into_iter().map(s).collect()
+}
+
+/// Resource-level least privilege the issue names: the runner never reads the app credentials,
+/// oauth-callback writes only `tiktok/*` secrets, nothing grants the dead-letter queue by hand (SAM does).
+#[test]
+fn least_privilege_on_resources() {
+    let t = template();
+    for st in statements(&t, "SyncRunnerFunction") {
+        let text = format!("{:?}", st["Resource"]);
+        assert!(!text.contains("AppCredentialsSecret"), "runner: {text}");
+        assert!(!text.contains("app-credentials"), "runner: {text}");
+        assert!(
+            !actions(st).iter().any(|a| a.starts_with("sqs:")),
+            "duplicate of SAM's OnFailure grant"
+        );
+    }
+    for st in statements(&t, "OAuthCallbackFunction") {
+        let writes = actions(st)
+            .iter()
+            .any(|a| a.starts_with("secretsmanager:") && a != "secretsmanager:GetSecretValue");
+        if writes {
+            for r in list(&st["Resource"]) {
+                let text = format!("{r:?}");
+                assert!(text.contains("/tiktok/*"), "oauth-callback writes {text}");
+            }
+        }
+    }
+    // save-mapping reads objects only under the cohort prefix.
+    for st in statements(&t, "SaveMappingFunction") {
+        if actions(st).iter().any(|a| a == "s3:GetObject") {
+            let text = format!("{:?}", st["Resource"]);
+            assert!(text.contains("${CohortPrefix}/*"), "{text}");
+            assert!(!text.contains("audience-sync/snapshots"), "{text}");
+        }
+    }
+}
+
+/// Both ways Amplitude can be given the bucket: the bucket policy (AmplitudePrincipal) and a role it
+/// assumes with an external ID (AmplitudeRoleTrustedPrincipal + AmplitudeExternalId), each only on demand.
+#[test]
+fn both_amplitude_access_ways() {
+    let t = template();
+    for p in [
+        "AmplitudePrincipal",
+        "AmplitudeRoleTrustedPrincipal",
+        "AmplitudeExternalId",
+    ] {
+        assert_eq!(s(&t["Parameters"][p]["Default"]), "", "{p} is optional");
+    }
+    let policy = format!("{:?}", t["Resources"]["CohortBucketPolicy"]);
+    assert!(policy.contains("AmplitudeWritesCohorts") && policy.contains("HasAmplitudePrincipal"));
+    let role = &t["Resources"]["AmplitudeAccessRole"];
+    assert_eq!(s(&role["Condition"]), "HasAmplitudeRole");
+    let trust = format!("{:?}", role["Properties"]["AssumeRolePolicyDocument"]);
+    assert!(trust.contains("sts:ExternalId") && trust.contains("AmplitudeExternalId"));
+    let granted: Vec<String> = role["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        .as_sequence()
+        .expect("role statements")
+        .iter()
+        .flat_map(actions)
+        .collect();
+    assert_eq!(
+        granted,
+        ["s3:PutObject", "s3:ListBucket", "s3:GetBucketLocation"]
+    );
+    assert!(t["Rules"].get("AmplitudeRoleNeedsExternalId").is_some());
+    assert_eq!(
+        s(&t["Outputs"]["AmplitudeRoleArn"]["Condition"]),
+        "HasAmplitudeRole"
+    );
+}
