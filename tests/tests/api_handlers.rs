@@ -632,7 +632,10 @@ async fn advertiser_listing_refused_keeps_the_token_and_uses_the_grants_ids() {
     let html = page.text();
     assert!(html.contains("names are unknown"), "{html}");
     assert!(html.contains("7100000000000010004"), "{html}");
-    assert!(h.token("p_noread").await.is_some(), "the fresh token is kept");
+    assert!(
+        h.token("p_noread").await.is_some(),
+        "the fresh token is kept"
+    );
     let log = h.sandbox.requests();
     assert!(
         log.iter()
@@ -654,7 +657,9 @@ async fn advertiser_listing_refused_keeps_the_token_and_uses_the_grants_ids() {
         json!([{"advertiser_id": "7100000000000010004", "advertiser_name": "", "name_known": false}])
     );
     assert!(
-        i["notice"].as_str().is_some_and(|n| n.contains("read permission")),
+        i["notice"]
+            .as_str()
+            .is_some_and(|n| n.contains("read permission")),
         "{i}"
     );
 }
