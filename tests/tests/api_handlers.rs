@@ -417,9 +417,11 @@ async fn oauth_happy_path_through_the_sandbox_consent() {
             "project_id": "proj_1",
             "status": "connected",
             "advertisers": [
-                {"advertiser_id": h.adv(0), "advertiser_name": "Sandbox Advertiser One"},
-                {"advertiser_id": h.adv(1), "advertiser_name": "Sandbox Advertiser Two"},
+                {"advertiser_id": h.adv(0), "advertiser_name": "Sandbox Advertiser One", "name_known": true},
+                {"advertiser_id": h.adv(1), "advertiser_name": "Sandbox Advertiser Two", "name_known": true},
             ],
+            "advertiser_names_known": true,
+            "notice": null,
             // the sandbox's default app also grants the ad-account read permission (100)
             "scopes": [30, 31, 100],
             "mapping": null,
