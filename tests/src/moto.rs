@@ -135,7 +135,7 @@ fn spawn_supervised(port: u16, launch_id: &str, log: &File) -> Result<()> {
 }
 
 /// The child gets SIGKILL when the thread that spawned it ends (with the process, for the supervisor thread).
-fn die_with_parent(cmd: &mut Command) {
+pub fn die_with_parent(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.

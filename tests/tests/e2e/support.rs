@@ -98,29 +98,8 @@ pub async fn start_named(name: &str, extra: &[&str]) -> Stack {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(err);
-    {
-        use std::os::unix::process::CommandExt;
-        let parent = std::process::id() as libc::pid_t;
-        // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::getppid() != parent {
-                    libc::_exit(1);
-                }
-                Ok(())
-            });
-        }
-    }
+    // The stack dies with this test's thread.
+    audience_sync_tests::moto::die_with_parent(&mut cmd);
     let mut child = cmd.spawn().expect("spawning audience-sync-local");
     let stdout = child.stdout.take().expect("stdout");
     eprintln!("stack {name}: log {}", log.display());
