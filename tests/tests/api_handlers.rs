@@ -1253,7 +1253,7 @@ async fn disconnect_then_reconnect() {
     let id = r.json_body()["sync_id"].as_str().unwrap().to_string();
     // As if a run had created the audience.
     update_sync_with(h.state(), "pd", &id, |s| {
-        s.tiktok_audience_id = Some("900000000000000001".into())
+        s.progress.tiktok_audience_id = Some("900000000000000001".into())
     })
     .await
     .unwrap();
@@ -1475,7 +1475,7 @@ async fn runs_are_paginated_newest_first() {
     assert!(!one.text().contains("secret_engine_state"));
     // The sync's last_run uses the same shape.
     update_sync_with(h.state(), "pn", &id, |s| {
-        s.last_run = Some(ledger("pn", &s.sync_id, "01J0000000000000000000000Z"))
+        s.progress.last_run = Some(ledger("pn", &s.sync_id, "01J0000000000000000000000Z"))
     })
     .await
     .unwrap();

@@ -351,7 +351,7 @@ impl World {
     }
 
     fn audience_id(&self, sync: &SyncConfig) -> String {
-        sync.tiktok_audience_id.clone().expect("audience id")
+        sync.progress.tiktok_audience_id.clone().expect("audience id")
     }
 
     async fn current(&self) -> SyncConfig {
@@ -521,7 +521,7 @@ async fn a_file_that_failed_to_read_never_changes_an_audience() {
         ),
         "{out:?}"
     );
-    let last = w.current().await.last_run.expect("last run");
+    let last = w.current().await.progress.last_run.expect("last run");
     let got = w.members(&audience);
     let want = digests(&next);
     assert!(

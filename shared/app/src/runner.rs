@@ -58,6 +58,7 @@ pub fn engine_from(
             .clone()
             .ok_or(SetupError::Missing("SYNC_RUNNER_ARN"))?,
         tiktok: Arc::new(tiktok),
+        clock: Arc::new(audience_core::ports::SystemClock),
     };
     Ok(Engine::new(deps, settings))
 }

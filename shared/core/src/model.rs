@@ -195,9 +195,11 @@ fn default_min_create_size() -> u64 {
     1000
 }
 
-/// A sync: one cohort into one TikTok audience. The fields `committed`, `pending_export` and the lease are
-/// owned by dedicated conditional store calls (`commit_snapshot`, `set_pending_export`, `acquire_lease`);
-/// `StateStore::update_sync` does not write them.
+/// A sync: one cohort into one TikTok audience. The record has two owners, kept apart by construction:
+/// the settings (every field but `progress`) are written by the API only (`StateStore::update_sync`, versioned),
+/// `progress` by the engine only (`StateStore::save_progress`, fenced by the lease). A user's edit during a run
+/// and the run's own writes never overwrite each other. `committed` and `pending_export` have their own
+/// conditional calls (`commit_snapshot`, `set_pending_export`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SyncConfig {
     /// Short id (ULID): the schedule name `sync-<sync_id>` must fit 64 characters.
@@ -208,6 +210,7 @@ pub struct SyncConfig {
     pub cadence: Cadence,
     #[serde(default)]
     pub write_mode: WriteMode,
+    /// The user's state: `Active` or `Paused` (`Completed` is derived, see [`SyncConfig::effective_state`]).
     pub state: SyncState,
     #[serde(default)]
     pub audience_name: Option<String>,
@@ -215,18 +218,49 @@ pub struct SyncConfig {
     pub max_removal_ratio: f64,
     #[serde(default = "default_min_create_size")]
     pub min_create_size: u64,
-    #[serde(default)]
-    pub tiktok_audience_id: Option<String>,
-    #[serde(default)]
-    pub audience_create_intent: Option<AudienceCreateIntent>,
     /// `sync-<sync_id>` for hourly/daily syncs.
     #[serde(default)]
     pub schedule_name: Option<String>,
+    /// Settings warnings (e.g. hourly customer-file syncs spend TikTok's daily budget).
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Optimistic-concurrency version of the settings, maintained by the store.
+    #[serde(default)]
+    pub version: u64,
     #[serde(default)]
     pub committed: Option<SnapshotPointer>,
     /// A newer export that arrived while a run held the lease.
     #[serde(default)]
     pub pending_export: Option<ExportRef>,
+    #[serde(default)]
+    pub progress: SyncProgress,
+}
+
+impl SyncConfig {
+    /// What the sync is doing for the user: paused wins; a one-time sync whose export was applied is completed.
+    pub fn effective_state(&self) -> SyncState {
+        if self.state == SyncState::Paused {
+            SyncState::Paused
+        } else if self.cadence == Cadence::OneTime
+            && (self.state == SyncState::Completed || self.progress.one_time_done.is_some())
+        {
+            SyncState::Completed
+        } else {
+            SyncState::Active
+        }
+    }
+}
+
+/// The engine's part of a sync. Adding a field here is all it takes for every run to keep it: the store
+/// writes this struct whole.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SyncProgress {
+    #[serde(default)]
+    pub tiktok_audience_id: Option<String>,
+    #[serde(default)]
+    pub audience_create_intent: Option<AudienceCreateIntent>,
     #[serde(default)]
     pub last_run: Option<RunLedger>,
     #[serde(default)]
@@ -242,13 +276,56 @@ pub struct SyncConfig {
     /// Whether any run of this sync has used an export yet (hourly/daily: uploads start runs until then).
     #[serde(default)]
     pub used_export: bool,
+    /// Digests whose last write had no answer: re-sent in the cohort's direction until one is confirmed.
     #[serde(default)]
-    pub warnings: Vec<String>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    /// Optimistic-concurrency version, maintained by the store.
+    pub uncertain: Option<UncertainSet>,
+    /// The run whose work is unfinished (running, continuing, or cut off): the sweeper resumes it.
     #[serde(default)]
-    pub version: u64,
+    pub active_run: Option<String>,
+    /// When the sweeper should run this sync again without a new export (held, deferred or cut-off work).
+    #[serde(default)]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Customer-file mode: the last edit call (TikTok processes an audience for hours after each).
+    #[serde(default)]
+    pub last_edit: Option<LastEdit>,
+    /// Runs in a row that applied nothing because TikTok held every change.
+    #[serde(default)]
+    pub consecutive_holds: u32,
+    /// Engine warnings shown on the sync (e.g. repeated holds, a recreated audience).
+    #[serde(default)]
+    pub notices: Vec<String>,
+    /// One-time syncs: the export whose application completed the sync.
+    #[serde(default)]
+    pub one_time_done: Option<String>,
+}
+
+/// The uncertain digests, kept in S3 (never in DynamoDB): a snapshot object of the sync.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UncertainSet {
+    pub snapshot: SnapshotRef,
+    pub digests: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EditKind {
+    Create,
+    Append,
+    Remove,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastEdit {
+    pub kind: EditKind,
+    pub at: DateTime<Utc>,
+}
+
+/// What every engine write carries: the run holding the lease and the lease's fence number. A write whose
+/// fence is no longer the sync's changes nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fence {
+    pub holder: String,
+    pub fence: u64,
 }
 
 /// A sync's lease: the one run allowed to change its audience and snapshot pointer.
@@ -256,6 +333,17 @@ pub struct SyncConfig {
 pub struct Lease {
     pub holder: String,
     pub expires_at: DateTime<Utc>,
+    /// Grows by one with every grant or hand-over: continuations carry it, every engine write checks it.
+    pub fence: u64,
+}
+
+impl Lease {
+    pub fn fence(&self) -> Fence {
+        Fence {
+            holder: self.holder.clone(),
+            fence: self.fence,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -266,6 +354,8 @@ pub enum RunTrigger {
     Manual,
     Pending,
     Continue,
+    /// The sweeper resumed work left unfinished (a cut-off run, held or deferred changes).
+    Resume,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -273,6 +363,8 @@ pub enum RunTrigger {
 pub enum RunState {
     Running,
     Succeeded,
+    /// Nothing was applied: TikTok held every change (processing, too small) or the budget deferred it.
+    Held,
     UpToDate,
     WaitingForMinimum,
     HeldForReview,
@@ -324,9 +416,21 @@ pub struct RunLedger {
     pub tiktok_calls: u64,
     #[serde(default)]
     pub tiktok_request_ids: Vec<String>,
-    /// Engine-owned resume state (what was acknowledged so far); opaque to the store.
+    /// Digests re-sent this run because an earlier write had no answer.
     #[serde(default)]
-    pub checkpoint: Option<serde_json::Value>,
+    pub uncertain_resent: u64,
+    /// Digests whose write this run had no answer (kept as uncertain for later runs).
+    #[serde(default)]
+    pub uncertain_left: u64,
+    /// The lease fence this run worked under.
+    #[serde(default)]
+    pub fence: u64,
+}
+
+impl RunLedger {
+    pub fn is_finished(&self) -> bool {
+        self.state != RunState::Running
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

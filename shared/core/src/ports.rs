@@ -12,8 +12,8 @@ use secrecy::SecretString;
 
 use crate::cohort::naming::ExportName;
 use crate::model::{
-    Advertiser, ExportRef, Integration, IntegrationStatus, KeyMapping, Lease, OAuthState,
-    PreviewRecord, RunLedger, SnapshotPointer, SnapshotRef, SyncConfig,
+    Advertiser, ExportRef, Fence, Integration, IntegrationStatus, KeyMapping, Lease, OAuthState,
+    PreviewRecord, RunLedger, SnapshotPointer, SnapshotRef, SyncConfig, SyncProgress,
 };
 
 /// App-wide TikTok rate limit shared by every concurrent runner (TikTok counts requests per app, not per
@@ -103,13 +103,23 @@ pub enum LeaseOutcome {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FinishOutcome {
+    /// The lease is released: nothing was pending.
+    Released,
+    /// An export was pending: it was taken, and the lease is still the caller's.
+    Pending(ExportRef),
+    /// The caller no longer holds the lease.
+    Fenced,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommitOutcome {
     Committed,
     /// The export is older (by its Amplitude timestamp) than the committed one: nothing changed.
     Stale {
         committed_exported_at: DateTime<Utc>,
     },
-    /// The caller does not hold an unexpired lease: nothing changed.
+    /// The caller's fence is not the sync's (or the sync is gone): nothing changed.
     LeaseLost,
 }
 
@@ -182,14 +192,17 @@ pub trait StateStore: Send + Sync {
     async fn list_syncs(&self, project_id: &str) -> Result<Vec<SyncConfig>, PortError>;
     /// Syncs of a cohort id, any project (GSI: eventually consistent, re-read with `get_sync` before acting).
     async fn syncs_for_cohort(&self, cohort_id: &str) -> Result<Vec<SyncConfig>, PortError>;
-    /// Writes the sync's own fields if its `version` is still the stored one (`Conflict` otherwise: re-read
-    /// and reapply). Does not touch `committed`, `pending_export` or the lease. Returns the stored record.
+    /// Writes the sync's settings if their `version` is still the stored one (`Conflict` otherwise: re-read
+    /// and reapply). Never touches `progress`, `committed`, `pending_export` or the lease. Returns the stored
+    /// record (with the stored progress).
     async fn update_sync(&self, sync: &SyncConfig) -> Result<SyncConfig, PortError>;
     /// Deletes the sync and its runs. Missing is fine.
     async fn delete_sync(&self, project_id: &str, sync_id: &str) -> Result<(), PortError>;
 
-    // --- lease and the committed snapshot pointer ---
-    /// Takes the sync's lease if it is free, expired, or already the caller's (`NotFound`: no such sync).
+    // --- lease, fence and the engine's writes ---
+    /// Takes the sync's lease if it is free or expired (never when another holder's is live, not even the
+    /// caller's own: a continuation uses [`StateStore::take_over_lease`]). The grant's fence is one more than
+    /// any earlier grant's. `NotFound`: no such sync.
     async fn acquire_lease(
         &self,
         project_id: &str,
@@ -198,32 +211,61 @@ pub trait StateStore: Send + Sync {
         ttl: std::time::Duration,
         now: DateTime<Utc>,
     ) -> Result<LeaseOutcome, PortError>;
-    /// Extends the lease; only its holder, and only while unexpired. `None`: the lease is lost.
+    /// A continuation of `fence.holder` takes the lease over, only if nobody was granted it since `fence`
+    /// (expired or not) and the run has not released it. The new grant has the next fence: of two deliveries
+    /// of one continuation exactly one wins. `None`: fenced out.
+    async fn take_over_lease(
+        &self,
+        project_id: &str,
+        sync_id: &str,
+        fence: &Fence,
+        ttl: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Lease>, PortError>;
+    /// Extends the lease while nobody else was granted it. `None`: the lease is lost.
     async fn renew_lease(
         &self,
         project_id: &str,
         sync_id: &str,
-        holder: &str,
+        fence: &Fence,
         ttl: std::time::Duration,
         now: DateTime<Utc>,
     ) -> Result<Option<Lease>, PortError>;
-    /// Releases the lease if the caller holds it; `false` if it did not.
+    /// Releases the lease if the caller still holds it, whatever is pending (after an infrastructure failure;
+    /// the sweeper picks the pending export up). `false` if it did not hold it.
     async fn release_lease(
         &self,
         project_id: &str,
         sync_id: &str,
-        holder: &str,
+        fence: &Fence,
     ) -> Result<bool, PortError>;
-    /// Moves the snapshot pointer, only under the caller's unexpired lease and never to an export older than the
+    /// Ends a run's tenure atomically with the pending slot: releases the lease only if no export is pending;
+    /// otherwise takes the pending export and keeps the lease (the caller runs it next). An export recorded
+    /// as pending is therefore never left behind by a holder that finished at the same moment.
+    async fn finish_lease(
+        &self,
+        project_id: &str,
+        sync_id: &str,
+        fence: &Fence,
+    ) -> Result<FinishOutcome, PortError>;
+    /// Moves the snapshot pointer, only under the caller's fence and never to an export older than the
     /// committed one (equal timestamps are accepted: same export re-committed, or a same-minute re-export).
     async fn commit_snapshot(
         &self,
         project_id: &str,
         sync_id: &str,
-        holder: &str,
+        fence: &Fence,
         pointer: &SnapshotPointer,
         now: DateTime<Utc>,
     ) -> Result<CommitOutcome, PortError>;
+    /// Writes the engine's progress under the caller's fence. `false`: fenced out, or the sync is gone.
+    async fn save_progress(
+        &self,
+        project_id: &str,
+        sync_id: &str,
+        fence: &Fence,
+        progress: &SyncProgress,
+    ) -> Result<bool, PortError>;
     /// Records an export that arrived while a run held the lease; keeps the newer of the stored and the given
     /// one. Returns whether it was stored.
     async fn set_pending_export(
@@ -236,18 +278,18 @@ pub trait StateStore: Send + Sync {
     async fn latest_seen_export(&self, cohort_id: &str) -> Result<Option<ExportRef>, PortError>;
     /// Remembers an export as the newest seen of its cohort unless a newer one is already remembered.
     async fn note_seen_export(&self, cohort_id: &str, export: &ExportRef) -> Result<(), PortError>;
-    /// Removes and returns the pending export, only under the caller's unexpired lease.
-    async fn take_pending_export(
+    /// Syncs the sweeper should resume: `progress.next_attempt_at` or a pending export is due and the lease
+    /// is free or expired. At most `limit`.
+    async fn syncs_due(
         &self,
-        project_id: &str,
-        sync_id: &str,
-        holder: &str,
         now: DateTime<Utc>,
-    ) -> Result<Option<ExportRef>, PortError>;
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, PortError>;
 
     // --- run ledgers ---
-    /// Creates or replaces a run's ledger (checkpoints rewrite it).
-    async fn put_run(&self, run: &RunLedger) -> Result<(), PortError>;
+    /// Writes a run's ledger under the caller's fence (and only while the sync exists). A finished ledger is
+    /// never rewritten: `false` when fenced out, the sync is gone, or the stored ledger is finished.
+    async fn put_run(&self, fence: &Fence, run: &RunLedger) -> Result<bool, PortError>;
     async fn get_run(&self, sync_id: &str, run_id: &str) -> Result<Option<RunLedger>, PortError>;
     /// Newest first. `cursor` is a previous page's `next_cursor`.
     async fn list_runs(
@@ -509,4 +551,19 @@ pub trait Schedules: Send + Sync {
 #[async_trait::async_trait]
 pub trait Invoker: Send + Sync {
     async fn invoke_async(&self, payload: &serde_json::Value) -> Result<(), PortError>;
+}
+
+/// The engine's time source: the system clock in production, a virtual one in the simulation.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
 }

@@ -145,6 +145,7 @@ impl Bench {
                     inner: Arc::new(AudienceAdapter::new(client.clone())),
                     timeline: timeline.clone(),
                 }),
+                clock: Arc::new(audience_core::ports::SystemClock),
             },
             EngineSettings {
                 work_dir: work.path().to_path_buf(),
@@ -308,7 +309,7 @@ impl Bench {
         d.sort_dedupe = t.elapsed();
         d.unique = set.len() as u64;
         // the base: the committed snapshot, as the engine loads it
-        let base = match (&sync.committed, &sync.tiktok_audience_id) {
+        let base = match (&sync.committed, &sync.progress.tiktok_audience_id) {
             (Some(p), Some(_)) => {
                 let t = Instant::now();
                 let body = self.adapters.cohorts.open_snapshot(&p.snapshot).await?.body;
@@ -362,7 +363,7 @@ impl Bench {
             other => bail!("{label}: {other:?}"),
         }
         let sync = self.sync(sync_id).await?;
-        let ledger: RunLedger = sync.last_run.clone().context("ledger")?;
+        let ledger: RunLedger = sync.progress.last_run.clone().context("ledger")?;
         let log = self.sandbox.requests().await?;
         let by_action = requests_by_action(&log[log_before..]);
         let stages_json = json!({
@@ -396,7 +397,7 @@ impl Bench {
             "rows": ledger.rows, "unique": ledger.unique,
             "adds_applied": ledger.adds.applied, "removes_applied": ledger.removes.applied,
             "tiktok_calls": ledger.tiktok_calls,
-            "audience_cover_num": sync.tiktok_status.as_ref().and_then(|s| s.cover_num),
+            "audience_cover_num": sync.progress.tiktok_status.as_ref().and_then(|s| s.cover_num),
             "engine_stages": stages_json, "direct_stages": direct_json,
             "rss_before_kib": rss_before, "peak_rss_kib": peak, "peak_was_reset": reset,
             "tiktok_requests": requests,

@@ -623,9 +623,9 @@ async fn sync_records_gsi_optimistic_updates_and_runs(store: Arc<dyn StateStore>
         .unwrap();
     let mut w3 = store.get_sync(&p1, &a.sync_id).await.unwrap().unwrap();
     w3.committed = None;
-    w3.held_adds = 7;
+    w3.progress.held_adds = 7;
     let stored = store.update_sync(&w3).await.unwrap();
-    assert_eq!(stored.held_adds, 7);
+    assert_eq!(stored.progress.held_adds, 7);
     assert_eq!(stored.committed, Some(pointer(t0(), "1")));
 
     // Runs: newest first, paged with a cursor.
@@ -775,8 +775,8 @@ async fn read_modify_write_survives_concurrent_edits(store: Arc<dyn StateStore>)
         let (store, project, id) = (store.clone(), project.clone(), sync.sync_id.clone());
         handles.push(tokio::spawn(async move {
             update_sync_with(store.as_ref(), &project, &id, |s| {
-                s.held_adds += 1;
-                s.deferred += i;
+                s.progress.held_adds += 1;
+                s.progress.deferred += i;
             })
             .await
         }));
@@ -796,7 +796,7 @@ async fn read_modify_write_survives_concurrent_edits(store: Arc<dyn StateStore>)
         .unwrap()
         .unwrap();
     assert_eq!(
-        stored.held_adds, ok,
+        stored.progress.held_adds, ok,
         "every successful update is in the record"
     );
     assert!(ok >= 1);

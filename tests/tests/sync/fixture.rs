@@ -193,6 +193,7 @@ impl World {
                 schedules: adapters.schedules.clone().expect("schedules"),
                 invoker,
                 tiktok,
+                clock: Arc::new(audience_core::ports::SystemClock),
             },
             settings,
         )

@@ -18,7 +18,7 @@ fn run_state(o: &[Outcome]) -> Vec<RunState> {
 
 async fn check_audience(w: &World, sync_id: &str, cohort: &[String]) {
     let sync = w.sync(sync_id).await;
-    let aid = sync.tiktok_audience_id.clone().expect("audience id");
+    let aid = sync.progress.tiktok_audience_id.clone().expect("audience id");
     assert_same(
         &w.members(&aid).await,
         &digests(cohort),
@@ -49,7 +49,7 @@ async fn first_delta_nochange(mode: WriteMode) {
     let out = w.handle(w.s3_event(&k1)).await;
     assert_eq!(run_state(&out), vec![RunState::Succeeded], "{out:?}");
     check_audience(&w, &sync.sync_id, &first).await;
-    let run = w.sync(&sync.sync_id).await.last_run.expect("last run");
+    let run = w.sync(&sync.sync_id).await.progress.last_run.expect("last run");
     assert_eq!(
         (run.rows, run.valid, run.unique, run.duplicates),
         (1522, 1520, 1500, 20)
@@ -66,7 +66,7 @@ async fn first_delta_nochange(mode: WriteMode) {
     let out = w.handle(w.s3_event(&k2)).await;
     assert_eq!(run_state(&out), vec![RunState::Succeeded], "{out:?}");
     check_audience(&w, &sync.sync_id, &second).await;
-    let run = w.sync(&sync.sync_id).await.last_run.expect("last run");
+    let run = w.sync(&sync.sync_id).await.progress.last_run.expect("last run");
     assert_eq!((run.adds.applied, run.removes.applied), (200, 100));
 
     // the same event three times: one effective run, no TikTok write
@@ -87,7 +87,7 @@ async fn first_delta_nochange(mode: WriteMode) {
     check_audience(&w, &sync.sync_id, &second).await;
     assert_eq!(w.audiences().await.len(), 1, "exactly one audience");
     assert!(
-        w.sync(&sync.sync_id).await.tiktok_status.is_some(),
+        w.sync(&sync.sync_id).await.progress.tiktok_status.is_some(),
         "status read back"
     );
 }
@@ -116,15 +116,15 @@ async fn customer_file_waits_for_minimum_then_creates() {
     assert_eq!(run_state(&out), vec![RunState::WaitingForMinimum]);
     assert_eq!(w.tiktok_requests(), before, "no TikTok call while waiting");
     let s = w.sync(&sync.sync_id).await;
-    assert_eq!(s.waiting_for_minimum, Some(600));
-    assert!(s.tiktok_audience_id.is_none());
+    assert_eq!(s.progress.waiting_for_minimum, Some(600));
+    assert!(s.progress.tiktok_audience_id.is_none());
 
     let grown = emails(0..1200);
     let k = w.upload(&cohort, "2026-11-21T10:00", &grown).await;
     let out = w.handle(w.s3_event(&k)).await;
     assert_eq!(run_state(&out), vec![RunState::Succeeded]);
     check_audience(&w, &sync.sync_id, &grown).await;
-    assert_eq!(w.sync(&sync.sync_id).await.waiting_for_minimum, None);
+    assert_eq!(w.sync(&sync.sync_id).await.progress.waiting_for_minimum, None);
 }
 
 #[tokio::test]

@@ -50,7 +50,7 @@ async fn truncated_export_and_mass_removal_are_refused_without_a_tiktok_call() {
     let aid = w
         .sync(&sync.sync_id)
         .await
-        .tiktok_audience_id
+        .progress.tiktok_audience_id
         .expect("audience");
 
     // a truncated gzip export
@@ -79,7 +79,7 @@ async fn truncated_export_and_mass_removal_are_refused_without_a_tiktok_call() {
     assert_eq!(writes_since(&w, before), 0);
     assert_same(&w.members(&aid).await, &digests(&base), "audience");
     let s = w.sync(&sync.sync_id).await;
-    assert_eq!(s.held_removals, 1200);
+    assert_eq!(s.progress.held_removals, 1200);
 
     // a file whose quoting broke: more than 1 % malformed rows
     let mut body = String::from("Amplitude ID,User ID,email\n");
@@ -153,7 +153,7 @@ async fn revoked_token_requires_reconnect_and_disables_schedules() {
     let aid = w
         .sync(&sync.sync_id)
         .await
-        .tiktok_audience_id
+        .progress.tiktok_audience_id
         .expect("audience");
     assert_same(
         &w.members(&aid).await,
@@ -221,7 +221,7 @@ async fn an_export_arriving_during_a_run_is_applied_after_it() {
     let aid = w
         .sync(&sync.sync_id)
         .await
-        .tiktok_audience_id
+        .progress.tiktok_audience_id
         .expect("audience");
     assert_same(
         &w.members(&aid).await,
@@ -280,7 +280,7 @@ async fn a_run_hands_a_pending_export_to_the_runner() {
     let aid = w
         .sync(&sync.sync_id)
         .await
-        .tiktok_audience_id
+        .progress.tiktok_audience_id
         .expect("audience");
     assert_same(
         &w.members(&aid).await,
@@ -312,8 +312,8 @@ async fn not_editable_changes_are_held_then_applied() {
     let out = w.handle(w.s3_event(&k)).await;
     assert_eq!(states(&out), vec![RunState::Succeeded], "{out:?}");
     let s = w.sync(&sync.sync_id).await;
-    assert_eq!(s.held_removals, 150, "{:?}", s.last_run);
-    let aid = s.tiktok_audience_id.clone().expect("audience");
+    assert_eq!(s.progress.held_removals, 150, "{:?}", s.progress.last_run);
+    let aid = s.progress.tiktok_audience_id.clone().expect("audience");
     assert_same(
         &w.members(&aid).await,
         &digests(&emails(0..1500)),
@@ -328,7 +328,7 @@ async fn not_editable_changes_are_held_then_applied() {
         vec![RunState::Succeeded]
     );
     let s = w.sync(&sync.sync_id).await;
-    assert_eq!((s.held_removals, s.held_adds), (0, 0));
+    assert_eq!((s.progress.held_removals, s.progress.held_adds), (0, 0));
     assert_same(
         &w.members(&aid).await,
         &digests(&emails(150..2000)),
@@ -369,8 +369,8 @@ async fn budget_deferred_changes_are_applied_by_a_later_run() {
     let out = w.handle(w.s3_event(&k)).await;
     assert_eq!(states(&out), vec![RunState::Succeeded]);
     let s = w.sync(&sync.sync_id).await;
-    assert_eq!(s.deferred, 100, "100 removes deferred: {:?}", s.last_run);
-    let aid = s.tiktok_audience_id.clone().expect("audience");
+    assert_eq!(s.progress.deferred, 100, "100 removes deferred: {:?}", s.progress.last_run);
+    let aid = s.progress.tiktok_audience_id.clone().expect("audience");
     assert_same(
         &w.members(&aid).await,
         &digests(&emails(0..1700)),
@@ -389,7 +389,7 @@ async fn budget_deferred_changes_are_applied_by_a_later_run() {
         .await
         .expect("run");
     assert_eq!(v["outcomes"][0]["state"], "succeeded", "{v}");
-    assert_eq!(w.sync(&sync.sync_id).await.deferred, 0);
+    assert_eq!(w.sync(&sync.sync_id).await.progress.deferred, 0);
     assert_same(
         &w.members(&aid).await,
         &digests(&emails(100..1700)),
@@ -434,7 +434,7 @@ async fn near_the_deadline_a_run_makes_no_call_and_continues() {
         .expect("run id")
         .to_string();
     let s = w.sync(&sync.sync_id).await;
-    if let Some(aid) = &s.tiktok_audience_id {
+    if let Some(aid) = &s.progress.tiktok_audience_id {
         assert!(w.members(aid).await.is_empty(), "no member was written");
     }
     let mut invocations = 0;
@@ -458,14 +458,14 @@ async fn near_the_deadline_a_run_makes_no_call_and_continues() {
     }
     assert_eq!(invocations, 1, "the continuation, with time, finishes");
     let s = w.sync(&sync.sync_id).await;
-    let last = s.last_run.clone().expect("last run");
+    let last = s.progress.last_run.clone().expect("last run");
     assert_eq!(
         (last.run_id.as_str(), last.state),
         (run_id.as_str(), RunState::Succeeded)
     );
     assert_eq!((last.adds.planned, last.adds.applied), (350, 350));
     assert_eq!(w.runs(&sync.sync_id).await.len(), 1, "one run, continued");
-    let aid = s.tiktok_audience_id.expect("audience");
+    let aid = s.progress.tiktok_audience_id.expect("audience");
     assert_same(&w.members(&aid).await, &digests(&users), "audience");
 }
 
@@ -485,7 +485,7 @@ async fn an_audience_deleted_on_tiktok_is_recreated_with_a_full_upload() {
     let old = w
         .sync(&sync.sync_id)
         .await
-        .tiktok_audience_id
+        .progress.tiktok_audience_id
         .expect("audience");
     // the advertiser deletes the audience in TikTok's UI
     let client = crate::fixture::test_client(&w.config, &w.adapters);
@@ -513,7 +513,7 @@ async fn an_audience_deleted_on_tiktok_is_recreated_with_a_full_upload() {
     let new = w
         .sync(&sync.sync_id)
         .await
-        .tiktok_audience_id
+        .progress.tiktok_audience_id
         .expect("new audience");
     assert_ne!(new, old);
     assert_same(

@@ -41,11 +41,11 @@ async fn settle(w: &World, sync: &SyncConfig, trigger_key: &str) {
     w.drain().await;
     for _ in 0..12 {
         let s = w.sync(&sync.sync_id).await;
-        let last = s.last_run.clone().expect("a run");
+        let last = s.progress.last_run.clone().expect("a run");
         let clean = matches!(last.state, RunState::Succeeded | RunState::UpToDate)
-            && s.held_adds == 0
-            && s.held_removals == 0
-            && s.deferred == 0
+            && s.progress.held_adds == 0
+            && s.progress.held_removals == 0
+            && s.progress.deferred == 0
             && s.committed.as_ref().map(|c| c.export.s3_key.as_str()) == Some(trigger_key);
         if clean {
             return;
@@ -61,7 +61,7 @@ async fn settle(w: &World, sync: &SyncConfig, trigger_key: &str) {
     panic!(
         "sync {} did not settle: {:?}",
         sync.sync_id,
-        w.sync(&sync.sync_id).await.last_run
+        w.sync(&sync.sync_id).await.progress.last_run
     );
 }
 
@@ -98,7 +98,7 @@ async fn converge_under_faults(mode: WriteMode, seeds: std::ops::Range<u64>) {
         }
         faults_off(&w).await;
         let s = w.sync(&sync.sync_id).await;
-        let aid = s.tiktok_audience_id.clone().expect("audience");
+        let aid = s.progress.tiktok_audience_id.clone().expect("audience");
         assert_same(
             &w.members(&aid).await,
             &digests(&steps[2]),
@@ -302,7 +302,7 @@ async fn crash_then_resume(mode: WriteMode, k: usize) {
         "k={k}: interrupted run finished"
     );
     let s = w.sync(&sync.sync_id).await;
-    let aid = s.tiktok_audience_id.clone().expect("audience");
+    let aid = s.progress.tiktok_audience_id.clone().expect("audience");
     assert_same(
         &w.members(&aid).await,
         &digests(&second),
@@ -404,7 +404,7 @@ async fn concurrent_runners_share_the_app_rate() {
         let aid = w
             .sync(&sync.sync_id)
             .await
-            .tiktok_audience_id
+            .progress.tiktok_audience_id
             .expect("audience");
         let members: BTreeSet<String> = w.members(&aid).await;
         assert_same(&members, &digests(users), "concurrent sync");
@@ -460,7 +460,7 @@ async fn crash_then_newer_export(mode: WriteMode, k: usize) {
         .expect("run");
     assert_eq!(v["outcomes"][0]["state"], "succeeded", "k={k}: {v}");
     let s = w.sync(&sync.sync_id).await;
-    let aid = s.tiktok_audience_id.clone().expect("audience");
+    let aid = s.progress.tiktok_audience_id.clone().expect("audience");
     assert_same(
         &w.members(&aid).await,
         &digests(&third),
@@ -530,7 +530,7 @@ async fn concurrent_duplicate_triggers_apply_each_batch_once() {
     );
     w.drain().await;
     let s = w.sync(&sync.sync_id).await;
-    let aid = s.tiktok_audience_id.clone().expect("audience");
+    let aid = s.progress.tiktok_audience_id.clone().expect("audience");
     assert_same(
         &w.members(&aid).await,
         &digests(&emails(100..1000)),

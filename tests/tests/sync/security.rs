@@ -126,7 +126,7 @@ async fn nothing_written_holds_a_raw_identifier_or_the_token() {
         .await;
     w.handle(w.s3_event(&k3)).await;
     raw.extend(emails(1600..1700));
-    assert!(w.sync(&sync.sync_id).await.last_run.is_some());
+    assert!(w.sync(&sync.sync_id).await.progress.last_run.is_some());
 
     // every DynamoDB item
     let mut items = String::new();

@@ -116,7 +116,7 @@ impl Api {
         let mut kept = Vec::new();
         for s in self.deps.state.list_syncs(project_id).await? {
             self.remove_sync(&s).await?;
-            if let Some(a) = s.tiktok_audience_id {
+            if let Some(a) = s.progress.tiktok_audience_id {
                 kept.push(a);
             }
         }

@@ -48,20 +48,20 @@ pub fn sync_json(s: &SyncConfig) -> Value {
         "state": enum_str(&s.state),
         "max_removal_ratio": s.max_removal_ratio,
         "min_create_size": s.min_create_size,
-        "tiktok_audience_id": s.tiktok_audience_id,
-        "tiktok_status": s.tiktok_status.as_ref().map(|t| json!({
+        "tiktok_audience_id": s.progress.tiktok_audience_id,
+        "tiktok_status": s.progress.tiktok_status.as_ref().map(|t| json!({
             "is_valid": t.is_valid,
             "cover_num": t.cover_num,
             "is_expiring": t.is_expiring,
             "msg": t.msg,
             "checked_at": t.checked_at,
         })),
-        "waiting_for_minimum": s.waiting_for_minimum,
-        "held_removals": s.held_removals,
-        "held_adds": s.held_adds,
-        "deferred": s.deferred,
+        "waiting_for_minimum": s.progress.waiting_for_minimum,
+        "held_removals": s.progress.held_removals,
+        "held_adds": s.progress.held_adds,
+        "deferred": s.progress.deferred,
         "pending_export": s.pending_export.as_ref().map(|e| e.s3_key.clone()),
-        "last_run": s.last_run.as_ref().map(run_json),
+        "last_run": s.progress.last_run.as_ref().map(run_json),
         "warnings": s.warnings,
     })
 }

@@ -13,15 +13,15 @@ use secrecy::SecretString;
 
 use super::{
     AppCredentials, BudgetOutcome, CohortStore, CommitOutcome, ConsumedState, CreateSync,
-    ExportObject, Invoker, LeaseOutcome, ObjectMeta, ObjectReader, PortError, RunPage, SaveMapping,
+    ExportObject, FinishOutcome, Invoker, LeaseOutcome, ObjectMeta, ObjectReader, PortError, RunPage, SaveMapping,
     ScheduleInfo, ScheduleRate, Schedules, StateStore, TikTokConnection, TokenVault,
     schedule_input, schedule_name,
 };
 use crate::cohort::listing::{ListStep, is_newer, list_steps};
 use crate::cohort::naming::parse_export_key;
 use crate::model::{
-    Advertiser, ExportRef, Integration, IntegrationStatus, KeyMapping, Lease, OAuthState,
-    PreviewRecord, RunLedger, SnapshotPointer, SnapshotRef, SyncConfig, WriteMode,
+    Advertiser, ExportRef, Fence, Integration, IntegrationStatus, KeyMapping, Lease, OAuthState,
+    PreviewRecord, RunLedger, SnapshotPointer, SnapshotRef, SyncConfig, SyncProgress, WriteMode,
 };
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -60,13 +60,15 @@ fn lease_until(now: DateTime<Utc>, ttl: Duration) -> Result<DateTime<Utc>, PortE
 struct SyncEntry {
     sync: SyncConfig,
     lease: Option<Lease>,
+    /// The last fence granted (kept after a release: fences only grow).
+    fence: u64,
 }
 
 impl SyncEntry {
-    fn held_by(&self, holder: &str, now: DateTime<Utc>) -> bool {
-        self.lease
-            .as_ref()
-            .is_some_and(|l| l.holder == holder && ms(l.expires_at) > ms(now))
+    /// The caller's grant is still the sync's newest and was not released (expired is fine: nobody else
+    /// was granted it since).
+    fn fenced_by(&self, f: &Fence) -> bool {
+        self.fence == f.fence && self.lease.as_ref().is_some_and(|l| l.holder == f.holder)
     }
 }
 
@@ -239,6 +241,7 @@ impl StateStore for MemoryStateStore {
             SyncEntry {
                 sync: stored.clone(),
                 lease: None,
+                fence: 0,
             },
         );
         Ok(CreateSync::Created(stored))
@@ -289,9 +292,10 @@ impl StateStore for MemoryStateStore {
             return Err(conflict());
         }
         let mut next = sync.clone();
-        // Owned by their own conditional calls.
+        // Owned by the engine's own conditional calls.
         next.committed = entry.sync.committed.clone();
         next.pending_export = entry.sync.pending_export.clone();
+        next.progress = entry.sync.progress.clone();
         next.version = sync.version + 1;
         entry.sync = next.clone();
         Ok(next)
@@ -332,24 +336,25 @@ impl StateStore for MemoryStateStore {
             .get_mut(&(project_id.to_string(), sync_id.to_string()))
             .ok_or_else(|| PortError::NotFound(format!("sync {sync_id}")))?;
         if let Some(l) = &entry.lease
-            && l.holder != holder
             && ms(l.expires_at) > ms(now)
         {
             return Ok(LeaseOutcome::HeldBy(l.clone()));
         }
+        entry.fence += 1;
         let lease = Lease {
             holder: holder.to_string(),
             expires_at: until,
+            fence: entry.fence,
         };
         entry.lease = Some(lease.clone());
         Ok(LeaseOutcome::Acquired(lease))
     }
 
-    async fn renew_lease(
+    async fn take_over_lease(
         &self,
         project_id: &str,
         sync_id: &str,
-        holder: &str,
+        fence: &Fence,
         ttl: Duration,
         now: DateTime<Utc>,
     ) -> Result<Option<Lease>, PortError> {
@@ -361,12 +366,42 @@ impl StateStore for MemoryStateStore {
         else {
             return Ok(None);
         };
-        if !entry.held_by(holder, now) {
+        if !entry.fenced_by(fence) {
+            return Ok(None);
+        }
+        entry.fence += 1;
+        let lease = Lease {
+            holder: fence.holder.clone(),
+            expires_at: until,
+            fence: entry.fence,
+        };
+        entry.lease = Some(lease.clone());
+        Ok(Some(lease))
+    }
+
+    async fn renew_lease(
+        &self,
+        project_id: &str,
+        sync_id: &str,
+        fence: &Fence,
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Lease>, PortError> {
+        let until = lease_until(now, ttl)?;
+        let mut d = lock(&self.data);
+        let Some(entry) = d
+            .syncs
+            .get_mut(&(project_id.to_string(), sync_id.to_string()))
+        else {
+            return Ok(None);
+        };
+        if !entry.fenced_by(fence) {
             return Ok(None);
         }
         let lease = Lease {
-            holder: holder.to_string(),
+            holder: fence.holder.clone(),
             expires_at: until,
+            fence: fence.fence,
         };
         entry.lease = Some(lease.clone());
         Ok(Some(lease))
@@ -376,7 +411,7 @@ impl StateStore for MemoryStateStore {
         &self,
         project_id: &str,
         sync_id: &str,
-        holder: &str,
+        fence: &Fence,
     ) -> Result<bool, PortError> {
         let mut d = lock(&self.data);
         let Some(entry) = d
@@ -385,7 +420,7 @@ impl StateStore for MemoryStateStore {
         else {
             return Ok(false);
         };
-        if entry.lease.as_ref().is_some_and(|l| l.holder == holder) {
+        if entry.fenced_by(fence) {
             entry.lease = None;
             Ok(true)
         } else {
@@ -393,20 +428,47 @@ impl StateStore for MemoryStateStore {
         }
     }
 
+    async fn finish_lease(
+        &self,
+        project_id: &str,
+        sync_id: &str,
+        fence: &Fence,
+    ) -> Result<FinishOutcome, PortError> {
+        let mut d = lock(&self.data);
+        let Some(entry) = d
+            .syncs
+            .get_mut(&(project_id.to_string(), sync_id.to_string()))
+        else {
+            return Ok(FinishOutcome::Fenced);
+        };
+        if !entry.fenced_by(fence) {
+            return Ok(FinishOutcome::Fenced);
+        }
+        match entry.sync.pending_export.take() {
+            Some(p) => Ok(FinishOutcome::Pending(p)),
+            None => {
+                entry.lease = None;
+                Ok(FinishOutcome::Released)
+            }
+        }
+    }
+
     async fn commit_snapshot(
         &self,
         project_id: &str,
         sync_id: &str,
-        holder: &str,
+        fence: &Fence,
         pointer: &SnapshotPointer,
-        now: DateTime<Utc>,
+        _now: DateTime<Utc>,
     ) -> Result<CommitOutcome, PortError> {
         let mut d = lock(&self.data);
-        let entry = d
+        let Some(entry) = d
             .syncs
             .get_mut(&(project_id.to_string(), sync_id.to_string()))
-            .ok_or_else(|| PortError::NotFound(format!("sync {sync_id}")))?;
-        if !entry.held_by(holder, now) {
+        else {
+            return Ok(CommitOutcome::LeaseLost);
+        };
+        if !entry.fenced_by(fence) {
             return Ok(CommitOutcome::LeaseLost);
         }
         if let Some(c) = &entry.sync.committed
@@ -418,6 +480,49 @@ impl StateStore for MemoryStateStore {
         }
         entry.sync.committed = Some(pointer.clone());
         Ok(CommitOutcome::Committed)
+    }
+
+    async fn save_progress(
+        &self,
+        project_id: &str,
+        sync_id: &str,
+        fence: &Fence,
+        progress: &SyncProgress,
+    ) -> Result<bool, PortError> {
+        let mut d = lock(&self.data);
+        let Some(entry) = d
+            .syncs
+            .get_mut(&(project_id.to_string(), sync_id.to_string()))
+        else {
+            return Ok(false);
+        };
+        if !entry.fenced_by(fence) {
+            return Ok(false);
+        }
+        entry.sync.progress = progress.clone();
+        Ok(true)
+    }
+
+    async fn syncs_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, PortError> {
+        let d = lock(&self.data);
+        Ok(d.syncs
+            .iter()
+            .filter(|(_, e)| {
+                let due = e.sync.pending_export.is_some()
+                    || e.sync
+                        .progress
+                        .next_attempt_at
+                        .is_some_and(|t| ms(t) <= ms(now));
+                let free = e.lease.as_ref().is_none_or(|l| ms(l.expires_at) <= ms(now));
+                due && free
+            })
+            .take(limit)
+            .map(|((p, s), _)| (p.clone(), s.clone()))
+            .collect())
     }
 
     async fn set_pending_export(
@@ -465,30 +570,19 @@ impl StateStore for MemoryStateStore {
         Ok(())
     }
 
-    async fn take_pending_export(
-        &self,
-        project_id: &str,
-        sync_id: &str,
-        holder: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Option<ExportRef>, PortError> {
-        let mut d = lock(&self.data);
-        let entry = d
-            .syncs
-            .get_mut(&(project_id.to_string(), sync_id.to_string()))
-            .filter(|e| e.held_by(holder, now))
-            .ok_or_else(|| {
-                PortError::Conflict(format!("lease of sync {sync_id} is not held by the caller"))
-            })?;
-        Ok(entry.sync.pending_export.take())
-    }
-
-    async fn put_run(&self, run: &RunLedger) -> Result<(), PortError> {
+    async fn put_run(&self, fence: &Fence, run: &RunLedger) -> Result<bool, PortError> {
         check_id("run id", &run.run_id)?;
-        lock(&self.data)
-            .runs
-            .insert((run.sync_id.clone(), run.run_id.clone()), run.clone());
-        Ok(())
+        let mut d = lock(&self.data);
+        let fenced = d
+            .syncs
+            .get(&(run.project_id.clone(), run.sync_id.clone()))
+            .is_some_and(|e| e.fenced_by(fence));
+        let key = (run.sync_id.clone(), run.run_id.clone());
+        if !fenced || d.runs.get(&key).is_some_and(RunLedger::is_finished) {
+            return Ok(false);
+        }
+        d.runs.insert(key, run.clone());
+        Ok(true)
     }
 
     async fn get_run(&self, sync_id: &str, run_id: &str) -> Result<Option<RunLedger>, PortError> {

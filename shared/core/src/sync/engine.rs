@@ -41,6 +41,8 @@ pub struct Deps {
     pub schedules: Arc<dyn Schedules>,
     pub invoker: Arc<dyn Invoker>,
     pub tiktok: Arc<dyn AudienceApi>,
+    /// Every "now" of the engine (leases, budgets, processing windows) comes from here.
+    pub clock: Arc<dyn crate::ports::Clock>,
 }
 
 /// One TikTok request's timeout: the TikTok client's default (`audience_tiktok::ClientConfig`) is this.
@@ -159,8 +161,7 @@ pub struct Engine {
 }
 
 struct Run<'a> {
-    /// Who holds the sync's lease (the run id, or the run recovering an interrupted one).
-    holder: String,
+    fence: crate::model::Fence,
     sync: SyncConfig,
     ledger: RunLedger,
     token: SecretString,
@@ -303,7 +304,7 @@ impl Engine {
             let starts = match sync.cadence {
                 Cadence::OneTime => sync.state != SyncState::Completed,
                 Cadence::OnUpload => true,
-                Cadence::Hourly | Cadence::Daily => !sync.used_export,
+                Cadence::Hourly | Cadence::Daily => !sync.progress.used_export,
             };
             if !starts {
                 out.push(Outcome::Ignored {
@@ -353,7 +354,7 @@ impl Engine {
             });
         };
         let run_id = continue_run.clone().unwrap_or_else(new_id);
-        match st
+        let fence = match st
             .acquire_lease(
                 project_id,
                 sync_id,
@@ -363,7 +364,7 @@ impl Engine {
             )
             .await?
         {
-            LeaseOutcome::Acquired(_) => {}
+            LeaseOutcome::Acquired(l) => l.fence(),
             LeaseOutcome::HeldBy(lease) => {
                 // The holder hands the pending export on when it finishes: nothing is lost.
                 let pending = match &export_key {
@@ -382,13 +383,13 @@ impl Engine {
                     pending_export: pending.map(|p| p.s3_key),
                 });
             }
-        }
+        };
         let started = Instant::now();
         let result = self
             .run_locked(
                 sync,
                 run_id.clone(),
-                &run_id,
+                &fence,
                 trigger,
                 export_key,
                 continue_run,
@@ -399,7 +400,7 @@ impl Engine {
             Ok(x) => x,
             Err(e) => {
                 // Infrastructure failure: free the lease for the retry, then fail the invocation.
-                let _ = st.release_lease(project_id, sync_id, &run_id).await;
+                let _ = st.release_lease(project_id, sync_id, &fence).await;
                 return Err(e);
             }
         };
@@ -407,7 +408,7 @@ impl Engine {
         if continuing {
             if ledger.run_id != run_id {
                 // An interrupted run we were finishing continues under its own id: it takes the lease itself.
-                st.release_lease(project_id, sync_id, &run_id).await?;
+                st.release_lease(project_id, sync_id, &fence).await?;
             }
             // Otherwise keep the lease: the continuation runs as the same holder.
             self.deps
@@ -417,18 +418,13 @@ impl Engine {
         } else {
             // A lost lease (a very long run) is not an error here: the pending export stays recorded for the
             // lease's next holder.
-            let pending = match st
-                .take_pending_export(project_id, sync_id, &run_id, Utc::now())
-                .await
-            {
-                Ok(p) => p,
-                Err(PortError::Conflict(why)) => {
-                    warn!(sync_id, %why, "pending export left for the next run");
-                    None
+            let pending = match st.finish_lease(project_id, sync_id, &fence).await? {
+                crate::ports::FinishOutcome::Pending(p) => {
+                    st.release_lease(project_id, sync_id, &fence).await?;
+                    Some(p)
                 }
-                Err(e) => return Err(e.into()),
+                _ => None,
             };
-            st.release_lease(project_id, sync_id, &run_id).await?;
             if let Some(p) = pending {
                 self.deps
                     .invoker
@@ -479,13 +475,16 @@ impl Engine {
             removes: ChangeCounts::default(),
             tiktok_calls: 0,
             tiktok_request_ids: Vec::new(),
-            checkpoint: None,
+            uncertain_resent: 0,
+            uncertain_left: 0,
+            fence: 0,
         }
     }
 
     /// Finishes a ledger that made no TikTok change, stores it on the sync.
     async fn finish_quiet(
         &self,
+        fence: &crate::model::Fence,
         mut sync: SyncConfig,
         mut ledger: RunLedger,
         state: RunState,
@@ -494,11 +493,11 @@ impl Engine {
         ledger.state = state;
         ledger.reason = reason;
         ledger.finished_at = Some(Utc::now());
-        self.deps.state.put_run(&ledger).await?;
+        self.deps.state.put_run(fence, &ledger).await?;
         self.write_report(&ledger).await;
-        sync.last_run = Some(ledger.clone());
+        sync.progress.last_run = Some(ledger.clone());
         if state == RunState::WaitingForMinimum {
-            sync.waiting_for_minimum = Some(ledger.unique);
+            sync.progress.waiting_for_minimum = Some(ledger.unique);
         }
         if state == RunState::UpToDate && sync.cadence == Cadence::OneTime {
             sync.state = SyncState::Completed;
@@ -521,15 +520,15 @@ impl Engine {
                 else {
                     return Ok(sync);
                 };
-                fresh.tiktok_audience_id = sync.tiktok_audience_id;
-                fresh.audience_create_intent = sync.audience_create_intent;
-                fresh.last_run = sync.last_run;
-                fresh.tiktok_status = sync.tiktok_status;
-                fresh.waiting_for_minimum = sync.waiting_for_minimum;
-                fresh.held_adds = sync.held_adds;
-                fresh.held_removals = sync.held_removals;
-                fresh.deferred = sync.deferred;
-                fresh.used_export = sync.used_export || fresh.used_export;
+                fresh.progress.tiktok_audience_id = sync.progress.tiktok_audience_id;
+                fresh.progress.audience_create_intent = sync.progress.audience_create_intent;
+                fresh.progress.last_run = sync.progress.last_run;
+                fresh.progress.tiktok_status = sync.progress.tiktok_status;
+                fresh.progress.waiting_for_minimum = sync.progress.waiting_for_minimum;
+                fresh.progress.held_adds = sync.progress.held_adds;
+                fresh.progress.held_removals = sync.progress.held_removals;
+                fresh.progress.deferred = sync.progress.deferred;
+                fresh.progress.used_export = sync.progress.used_export || fresh.progress.used_export;
                 if sync.state == SyncState::Completed {
                     fresh.state = SyncState::Completed;
                 }
@@ -564,7 +563,7 @@ impl Engine {
         &self,
         sync: SyncConfig,
         run_id: String,
-        holder: &str,
+        fence: &crate::model::Fence,
         trigger: RunTrigger,
         export_key: Option<String>,
         continue_run: Option<String>,
@@ -580,7 +579,7 @@ impl Engine {
         // its export first, so the base the new export is diffed against is exact again.
         let mut sync = sync;
         if continue_run.is_none()
-            && let Some(last) = sync.last_run.clone()
+            && let Some(last) = sync.progress.last_run.clone()
             && last.state == RunState::Running
             && last.run_id != run_id
         {
@@ -589,7 +588,7 @@ impl Engine {
             let (recovered, continuing) = Box::pin(self.run_locked(
                 sync.clone(),
                 last.run_id.clone(),
-                holder,
+                fence,
                 RunTrigger::Continue,
                 None,
                 Some(last.run_id.clone()),
@@ -619,6 +618,7 @@ impl Engine {
                     let l = self.new_ledger(&sync, run_id.clone(), trigger);
                     return self
                         .finish_quiet(
+                            fence,
                             sync,
                             l,
                             RunState::Skipped,
@@ -637,13 +637,14 @@ impl Engine {
         if status != IntegrationStatus::Connected {
             let why = format!("the TikTok integration is {}", status.as_str());
             return self
-                .finish_quiet(sync, ledger, RunState::Skipped, Some(why))
+                .finish_quiet(fence, sync, ledger, RunState::Skipped, Some(why))
                 .await;
         }
         match sync.state {
             SyncState::Paused => {
                 return self
                     .finish_quiet(
+                            fence,
                         sync,
                         ledger,
                         RunState::Skipped,
@@ -654,6 +655,7 @@ impl Engine {
             SyncState::Completed => {
                 return self
                     .finish_quiet(
+                            fence,
                         sync,
                         ledger,
                         RunState::Skipped,
@@ -666,6 +668,7 @@ impl Engine {
         let Some(mapping) = integration.as_ref().and_then(|i| i.mapping.clone()) else {
             return self
                 .finish_quiet(
+                            fence,
                     sync,
                     ledger,
                     RunState::Failed,
@@ -686,7 +689,7 @@ impl Engine {
                         sync.cohort_id
                     );
                     return self
-                        .finish_quiet(sync, ledger, RunState::Skipped, Some(why))
+                        .finish_quiet(fence, sync, ledger, RunState::Skipped, Some(why))
                         .await;
                 }
             },
@@ -695,7 +698,7 @@ impl Engine {
         let Some(export) = self.export_ref(&key).await? else {
             let why = format!("export {key} does not exist or does not follow Amplitude's naming");
             return self
-                .finish_quiet(sync, ledger, RunState::Failed, Some(why))
+                .finish_quiet(fence, sync, ledger, RunState::Failed, Some(why))
                 .await;
         };
         if let Some(c) = &sync.committed {
@@ -705,20 +708,20 @@ impl Engine {
                     export.exported_at, c.export.exported_at
                 );
                 return self
-                    .finish_quiet(sync, ledger, RunState::Stale, Some(why))
+                    .finish_quiet(fence, sync, ledger, RunState::Stale, Some(why))
                     .await;
             }
             let same = c.export.s3_key == export.s3_key && c.export.etag == export.etag;
-            let nothing_owed = sync.held_adds == 0
-                && sync.held_removals == 0
-                && sync.deferred == 0
-                && sync.waiting_for_minimum.is_none()
-                && sync.tiktok_audience_id.is_some();
+            let nothing_owed = sync.progress.held_adds == 0
+                && sync.progress.held_removals == 0
+                && sync.progress.deferred == 0
+                && sync.progress.waiting_for_minimum.is_none()
+                && sync.progress.tiktok_audience_id.is_some();
             if same && nothing_owed && continue_run.is_none() {
                 let mut sync = sync;
                 self.read_back_status(&mut sync).await;
                 return self
-                    .finish_quiet(sync, ledger, RunState::UpToDate, None)
+                    .finish_quiet(fence, sync, ledger, RunState::UpToDate, None)
                     .await;
             }
         }
@@ -729,7 +732,7 @@ impl Engine {
             Err(why) => {
                 let why = format!("the export could not be used: {why}");
                 return self
-                    .finish_quiet(sync, ledger, RunState::Failed, Some(why))
+                    .finish_quiet(fence, sync, ledger, RunState::Failed, Some(why))
                     .await;
             }
         };
@@ -741,7 +744,7 @@ impl Engine {
             ledger.duplicates = counts.duplicates;
             ledger.skipped = counts.skipped.clone();
         }
-        sync.used_export = true;
+        sync.progress.used_export = true;
 
         // The base: what the audience holds as far as we know.
         let (base, base_note) = self.load_base(&sync, &mapping).await?;
@@ -753,7 +756,7 @@ impl Engine {
                 base_len: base.len() as u64,
                 removes: d.removes.len() as u64,
                 write_mode: sync.write_mode,
-                audience_exists: sync.tiktok_audience_id.is_some(),
+                audience_exists: sync.progress.tiktok_audience_id.is_some(),
             },
             &GuardSettings {
                 max_malformed_ratio: self.settings.max_malformed_ratio,
@@ -774,36 +777,30 @@ impl Engine {
                 ledger.adds.deferred = ledger.adds.planned;
                 ledger.removes.deferred = ledger.removes.planned;
             }
-            sync.held_adds = ledger.adds.held;
-            sync.held_removals = ledger.removes.held;
-            sync.deferred = 0;
-            return self.finish_quiet(sync, ledger, state, Some(reason)).await;
+            sync.progress.held_adds = ledger.adds.held;
+            sync.progress.held_removals = ledger.removes.held;
+            sync.progress.deferred = 0;
+            return self.finish_quiet(fence, sync, ledger, state, Some(reason)).await;
         }
-        sync.waiting_for_minimum = None;
+        sync.progress.waiting_for_minimum = None;
 
         let Some(conn) = self.deps.vault.get_connection(&sync.project_id).await? else {
             let why = "the integration is connected but its token is missing; reconnect TikTok"
                 .to_string();
             self.require_reconnect(&sync.project_id).await?;
             return self
-                .finish_quiet(sync, ledger, RunState::Failed, Some(why))
+                .finish_quiet(fence, sync, ledger, RunState::Failed, Some(why))
                 .await;
         };
         ledger.state = RunState::Running;
-        ledger.checkpoint = Some(json!(Checkpoint {
-            export_key: key.clone(),
-            export_etag: export.etag.clone(),
-            audience_id: sync.tiktok_audience_id.clone(),
-            ..Default::default()
-        }));
-        st.put_run(&ledger).await?;
+        st.put_run(fence, &ledger).await?;
         // Visible on the sync while it runs: a later run that finds it still running knows it was cut off.
-        sync.last_run = Some(ledger.clone());
+        sync.progress.last_run = Some(ledger.clone());
         let sync = self.save_sync(sync).await?;
 
         let counters_before = self.deps.tiktok.counters();
         let mut run = Run {
-            holder: holder.to_string(),
+            fence: fence.clone(),
             sync,
             ledger,
             token: conn.access_token,
@@ -897,8 +894,8 @@ impl Engine {
 
         let committed = if gone {
             // The old base is discarded: the next run re-sends the whole cohort to a new audience.
-            run.sync.tiktok_audience_id = None;
-            run.sync.audience_create_intent = None;
+            run.sync.progress.tiktok_audience_id = None;
+            run.sync.progress.audience_create_intent = None;
             self.commit(&mut run, &DigestSet::default(), &export, &mapping)
                 .await?
         } else {
@@ -920,24 +917,24 @@ impl Engine {
         if reconnect {
             self.require_reconnect(&run.sync.project_id).await?;
         }
-        if !gone && !reconnect && run.sync.tiktok_audience_id.is_some() {
+        if !gone && !reconnect && run.sync.progress.tiktok_audience_id.is_some() {
             self.read_back_status(&mut run.sync).await;
         }
         let Run {
             mut sync, ledger, ..
         } = run;
-        sync.held_adds = ledger.adds.held;
-        sync.held_removals = ledger.removes.held;
-        sync.deferred = ledger.adds.deferred + ledger.removes.deferred;
+        sync.progress.held_adds = ledger.adds.held;
+        sync.progress.held_removals = ledger.removes.held;
+        sync.progress.deferred = ledger.adds.deferred + ledger.removes.deferred;
         if ledger.state == RunState::Succeeded
             && sync.cadence == Cadence::OneTime
-            && sync.held_adds == 0
-            && sync.deferred == 0
+            && sync.progress.held_adds == 0
+            && sync.progress.deferred == 0
         {
             sync.state = SyncState::Completed;
         }
-        sync.last_run = Some(ledger.clone());
-        st.put_run(&ledger).await?;
+        sync.progress.last_run = Some(ledger.clone());
+        st.put_run(fence, &ledger).await?;
         if !continuing {
             self.write_report(&ledger).await;
         }
@@ -989,7 +986,7 @@ impl Engine {
         let Some(pointer) = &sync.committed else {
             return Ok((DigestSet::default(), None));
         };
-        if sync.tiktok_audience_id.is_none() {
+        if sync.progress.tiktok_audience_id.is_none() {
             return Ok((DigestSet::default(), None));
         }
         let object = self.deps.cohorts.open_snapshot(&pointer.snapshot).await?;
@@ -1067,7 +1064,7 @@ impl Engine {
             .commit_snapshot(
                 &run.sync.project_id,
                 &run.sync.sync_id,
-                &run.holder,
+                &run.fence,
                 &pointer,
                 Utc::now(),
             )
@@ -1094,15 +1091,7 @@ impl Engine {
         adds_done: usize,
         removes_done: usize,
     ) -> Result<Option<Stop>, EngineError> {
-        if let Some(cp) = run.ledger.checkpoint.as_mut()
-            && let Ok(mut c) = serde_json::from_value::<Checkpoint>(cp.clone())
-        {
-            c.adds_done = adds_done as u64;
-            c.removes_done = removes_done as u64;
-            c.audience_id = run.sync.tiktok_audience_id.clone();
-            *cp = json!(c);
-        }
-        self.deps.state.put_run(&run.ledger).await?;
+        self.deps.state.put_run(&run.fence, &run.ledger).await?;
         // Long runs keep their lease fresh; a lost lease means another run may be working: stop.
         if run.renewed_at.elapsed() > self.settings.lease_ttl / 3 {
             let renewed = self
@@ -1111,7 +1100,7 @@ impl Engine {
                 .renew_lease(
                     &run.sync.project_id,
                     &run.sync.sync_id,
-                    &run.holder,
+                    &run.fence,
                     self.settings.lease_ttl,
                     Utc::now(),
                 )
@@ -1183,8 +1172,8 @@ impl Engine {
         let s = &self.settings;
         'actions: for (is_add, list) in [(true, adds), (false, removes)] {
             let first = if is_add
-                && run.sync.tiktok_audience_id.is_none()
-                && run.sync.audience_create_intent.is_none()
+                && run.sync.progress.tiktok_audience_id.is_none()
+                && run.sync.progress.audience_create_intent.is_none()
             {
                 batches::MAX_FILES_PER_CALL
             } else {
@@ -1200,18 +1189,18 @@ impl Engine {
                     return Ok(out);
                 }
                 // An audience is found again by name after an unknown-outcome create: never a duplicate.
-                if run.sync.tiktok_audience_id.is_none()
-                    && run.sync.audience_create_intent.is_some()
+                if run.sync.progress.tiktok_audience_id.is_none()
+                    && run.sync.progress.audience_create_intent.is_some()
                 {
                     match self.find_by_name(run).await {
-                        Ok(found) => run.sync.tiktok_audience_id = found,
+                        Ok(found) => run.sync.progress.tiktok_audience_id = found,
                         Err(stop) => {
                             out.stop = Some(stop);
                             return Ok(out);
                         }
                     }
                 }
-                if run.sync.tiktok_audience_id.is_none() && !is_add {
+                if run.sync.progress.tiktok_audience_id.is_none() && !is_add {
                     break; // nothing to remove from an audience that does not exist
                 }
                 let budget_key = format!("sync:{}", run.sync.sync_id);
@@ -1234,7 +1223,7 @@ impl Engine {
                         return Ok(out);
                     }
                 };
-                let result = match run.sync.tiktok_audience_id.clone() {
+                let result = match run.sync.progress.tiktok_audience_id.clone() {
                     None => self.create_file_audience(run, &paths).await.map(|_| ()),
                     Some(aid) => {
                         let action = if is_add {
@@ -1387,7 +1376,7 @@ impl Engine {
     }
 
     async fn record_intent(&self, run: &mut Run<'_>, name: &str) -> Result<(), Stop> {
-        run.sync.audience_create_intent = Some(AudienceCreateIntent {
+        run.sync.progress.audience_create_intent = Some(AudienceCreateIntent {
             audience_name: name.to_string(),
             recorded_at: Utc::now(),
         });
@@ -1410,14 +1399,14 @@ impl Engine {
         match r {
             Ok(ack) => {
                 self.note_request(run, ack.request_id);
-                run.sync.tiktok_audience_id = Some(ack.value.clone());
+                run.sync.progress.tiktok_audience_id = Some(ack.value.clone());
                 Ok(ack.value)
             }
             Err(e) if e.kind == ApiErrorKind::OutcomeUnknown => {
                 self.note_request(run, e.request_id.clone());
                 match self.find_by_name(run).await? {
                     Some(id) => {
-                        run.sync.tiktok_audience_id = Some(id.clone());
+                        run.sync.progress.tiktok_audience_id = Some(id.clone());
                         Ok(id)
                     }
                     None => Err(Stop::Failed(format!(
@@ -1456,14 +1445,14 @@ impl Engine {
     ) -> Result<((usize, usize), Option<Stop>), EngineError> {
         let mut adds_done = 0usize;
         let mut removes_done = 0usize;
-        if run.sync.tiktok_audience_id.is_none() && (!adds.is_empty() || !removes.is_empty()) {
-            if run.sync.audience_create_intent.is_some() {
+        if run.sync.progress.tiktok_audience_id.is_none() && (!adds.is_empty() || !removes.is_empty()) {
+            if run.sync.progress.audience_create_intent.is_some() {
                 match self.find_by_name(run).await {
-                    Ok(found) => run.sync.tiktok_audience_id = found,
+                    Ok(found) => run.sync.progress.tiktok_audience_id = found,
                     Err(stop) => return Ok(((0, 0), Some(stop))),
                 }
             }
-            if run.sync.tiktok_audience_id.is_none() {
+            if run.sync.progress.tiktok_audience_id.is_none() {
                 let name = audience_name(&run.sync);
                 if let Err(stop) = self.record_intent(run, &name).await {
                     return Ok(((0, 0), Some(stop)));
@@ -1484,7 +1473,7 @@ impl Engine {
                 }
             }
         }
-        let Some(aid) = run.sync.tiktok_audience_id.clone() else {
+        let Some(aid) = run.sync.progress.tiktok_audience_id.clone() else {
             return Ok(((0, 0), None));
         };
         for (action, list) in [(MappingAction::Add, adds), (MappingAction::Delete, removes)] {
@@ -1552,7 +1541,7 @@ impl Engine {
 
     /// Reads TikTok's view of the audience onto the sync (best effort: a failure leaves the old status).
     async fn read_back_status(&self, sync: &mut SyncConfig) {
-        let Some(aid) = sync.tiktok_audience_id.clone() else {
+        let Some(aid) = sync.progress.tiktok_audience_id.clone() else {
             return;
         };
         let Ok(Some(conn)) = self.deps.vault.get_connection(&sync.project_id).await else {
@@ -1566,7 +1555,7 @@ impl Engine {
         {
             Ok(ack) => match ack.value {
                 Some(v) => {
-                    sync.tiktok_status = Some(TikTokAudienceStatus {
+                    sync.progress.tiktok_status = Some(TikTokAudienceStatus {
                         is_valid: v.is_valid,
                         cover_num: v.cover_num,
                         is_expiring: v.is_expiring,
@@ -1578,9 +1567,9 @@ impl Engine {
                     // Deleted (or expired and removed) on TikTok's side: without an audience the committed
                     // base is ignored, so the next run recreates it with a full upload.
                     warn!(sync_id = %sync.sync_id, audience_id = %aid, "TikTok no longer knows the audience");
-                    sync.tiktok_audience_id = None;
-                    sync.audience_create_intent = None;
-                    sync.tiktok_status = None;
+                    sync.progress.tiktok_audience_id = None;
+                    sync.progress.audience_create_intent = None;
+                    sync.progress.tiktok_status = None;
                 }
             },
             Err(e) => warn!(error = %e, sync_id = %sync.sync_id, "audience status not read back"),
