@@ -235,10 +235,16 @@ impl Engine {
                         sync_id,
                         s3_key,
                     } => (project_id, sync_id, RunTrigger::Pending, Some(s3_key), None),
+                    Trigger::Sweep => {
+                        return Ok(vec![Outcome::Ignored {
+                            reason: "sweep: engine v2 pending".into(),
+                        }]);
+                    }
                     Trigger::Continue {
                         project_id,
                         sync_id,
                         run_id,
+                        ..
                     } => (
                         project_id,
                         sync_id,

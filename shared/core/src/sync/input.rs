@@ -1,6 +1,6 @@
 //! The sync-runner's one input type, deserialized from any of the events that start it.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::cohort::naming::decode_s3_event_key;
@@ -13,7 +13,8 @@ pub struct S3Object {
     pub event_name: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// Every payload the runner sends itself or receives from a schedule: serialized and parsed by this one type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "trigger", rename_all = "snake_case")]
 pub enum Trigger {
     Schedule {
@@ -29,16 +30,28 @@ pub enum Trigger {
         sync_id: String,
         s3_key: String,
     },
+    /// A run continuing in a new invocation: only the holder of `fence` may take the lease over.
     Continue {
         project_id: String,
         sync_id: String,
         run_id: String,
+        #[serde(default)]
+        fence: u64,
     },
+    /// The sweeper's schedule (every few minutes): resume syncs with unfinished work whose lease expired.
+    Sweep,
     Preview {
         project_id: String,
         preview_id: String,
         s3_key: String,
     },
+}
+
+impl Trigger {
+    pub fn to_json(&self) -> serde_json::Value {
+        // A derived Serialize of plain strings and integers cannot fail.
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
