@@ -53,6 +53,8 @@ pub fn api_error(e: TikTokError) -> ApiError {
         ErrorAction::ReconnectRequired => ApiErrorKind::ReconnectRequired,
         ErrorAction::NotFound => ApiErrorKind::NotFound,
         ErrorAction::NotEditable => ApiErrorKind::NotEditable,
+        ErrorAction::Expired => ApiErrorKind::Expired,
+        ErrorAction::NotReady => ApiErrorKind::NotReady,
         ErrorAction::FileRejected => ApiErrorKind::FileRejected,
         ErrorAction::InvalidRequest | ErrorAction::BatchTooLarge | ErrorAction::Configuration => {
             ApiErrorKind::Invalid

@@ -895,7 +895,7 @@ impl TikTokClient {
                 "batch_data": batch_data,
             });
             let call = Call {
-                kind: CallKind::AudienceEdit,
+                kind: CallKind::Mapping,
                 ..Call::post(EP, Some(token), body)
             };
             match self.call::<Value>(&call).await {

@@ -25,6 +25,11 @@ pub enum ErrorAction {
     /// An uploaded `file_path` expired before it was used (40910): upload the file again, then retry. Repeating
     /// the same request cannot succeed, so the client does not retry it.
     FileExpired,
+    /// The audience expired (TikTok only allows deleting it): a new audience must be created.
+    Expired,
+    /// A new streaming audience is not ready for mappings yet (40201 on `segment/mapping/`, for a minute or
+    /// two): try again in a later run rather than spending retries now.
+    NotReady,
     /// Too many ids in one request: split the batch.
     BatchTooLarge,
     /// The app itself is not set up for this (wrong app id or secret, app disabled, developer rejected, not
@@ -51,11 +56,31 @@ impl fmt::Display for ErrorAction {
     }
 }
 
-/// Where a code came from: 40002 means "not editable" only on an audience edit.
+/// Where a code came from: 40002 means "not editable" only on an audience edit, 40201 "not ready" only on
+/// a streaming mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CallKind {
     AudienceEdit,
+    Mapping,
     Other,
+}
+
+/// TikTok's 40002 texts on an audience edit (its return-code list and what peers log). 40002 is also the
+/// generic parameter error, so only these messages mean "hold the change".
+const PROCESSING_TEXT: &str = "currently being updated or under processing";
+const TOO_SMALL_TEXTS: [&str; 2] = ["too small", "fewer than 1000"];
+const EXPIRED_TEXT: &str = "has expired";
+
+/// What a 40002 on an audience edit means, read from TikTok's message.
+fn classify_40002(message: &str) -> ErrorAction {
+    let m = message.to_ascii_lowercase();
+    if m.contains(PROCESSING_TEXT) || TOO_SMALL_TEXTS.iter().any(|t| m.contains(t)) {
+        ErrorAction::NotEditable
+    } else if m.contains(EXPIRED_TEXT) {
+        ErrorAction::Expired
+    } else {
+        ErrorAction::InvalidRequest
+    }
 }
 
 /// Success codes: 0, 20001 (partial success) and 40050 (duplicated request: already done).
@@ -64,7 +89,7 @@ pub fn is_success_code(code: i64) -> bool {
 }
 
 /// TikTok's documented codes (its SDK's `tiktok_code.py` names) → what to do.
-pub(crate) fn classify(code: i64, kind: CallKind) -> ErrorAction {
+pub(crate) fn classify(code: i64, kind: CallKind, message: &str) -> ErrorAction {
     match code {
         // REQUEST_TOO_FREQUENT, advertiser limit, BIZ_FC_ERROR (the audience's daily budget), FREQUENCY_LIMITED.
         40100 | 40133 | 40016 | 40132 | 61000 => ErrorAction::RateLimited,
@@ -73,7 +98,8 @@ pub(crate) fn classify(code: i64, kind: CallKind) -> ErrorAction {
         // identity that authorized, advertiser no longer exists.
         40001 | 40102..=40107 | 40110 | 40114 | 40119 | 40300 => ErrorAction::ReconnectRequired,
         40007 => ErrorAction::NotFound,
-        40002 if kind == CallKind::AudienceEdit => ErrorAction::NotEditable,
+        40002 if kind != CallKind::Other => classify_40002(message),
+        40201 if kind == CallKind::Mapping => ErrorAction::NotReady,
         40011 | 40061 => ErrorAction::BatchTooLarge,
         // INVALID_PARTNER (app id + secret), APP_FORBIDDEN, APP_METHOD_FORBIDDEN, NOT_IN_WHITELIST,
         // DEVELOPER_REJECTED, DEVELOPER_NO_PERMISSION, SCOPE_NOT_AUTHORIZED (the app's permissions).
@@ -133,7 +159,7 @@ impl TikTokError {
             code: Some(code),
             request_id,
             http_status: Some(200),
-            ..TikTokError::new(classify(code, kind), endpoint, message)
+            ..TikTokError::new(classify(code, kind, &message), endpoint, message)
         }
     }
 
@@ -255,9 +281,24 @@ mod tests {
             (60001, Retry),
         ];
         for (code, want) in cases {
-            assert_eq!(classify(code, other), want, "code {code}");
+            assert_eq!(classify(code, other, "x"), want, "code {code}");
         }
-        assert_eq!(classify(40002, CallKind::AudienceEdit), NotEditable);
+        let edit = CallKind::AudienceEdit;
+        // 40002 on an edit holds only on TikTok's processing and size texts; anything else is a bad request.
+        let processing =
+            "The audience is currently being updated or under processing, please try again later";
+        assert_eq!(classify(40002, edit, processing), NotEditable);
+        let small = "The audience size is too small (fewer than 1000 matched users): 12 after APPEND";
+        assert_eq!(classify(40002, edit, small), NotEditable);
+        let expired = "The audience has expired and can only be deleted";
+        assert_eq!(classify(40002, edit, expired), Expired);
+        assert_eq!(
+            classify(40002, edit, "custom_audience_id: Invalid value"),
+            InvalidRequest
+        );
+        // 40201 on a mapping: a new streaming audience, not ready yet; the engine retries in a later run.
+        assert_eq!(classify(40201, CallKind::Mapping, "not ready"), NotReady);
+        assert!(!NotReady.is_retryable());
         // An expired file path is not retried as is: the same request cannot succeed.
         assert!(!FileExpired.is_retryable());
     }

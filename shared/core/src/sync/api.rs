@@ -28,7 +28,12 @@ pub enum ApiErrorKind {
     /// The audience does not exist on TikTok's side (deleted or expired).
     NotFound,
     /// TikTok will not edit the audience now (under 1,000 matched users, or still processing): hold the change.
+    /// Only TikTok's own texts for these causes give this kind; any other 40002 is `Invalid`.
     NotEditable,
+    /// The audience expired (12 months unused): TikTok only allows deleting it; a new one is created.
+    Expired,
+    /// A new streaming audience does not take mappings yet: send them in a later run.
+    NotReady,
     /// The uploaded file was refused.
     FileRejected,
     /// Anything else: a request TikTok considers invalid, a configuration problem.
