@@ -445,12 +445,17 @@ pub trait CohortStore: Send + Sync {
     /// Opens a raw key for streaming (`NotFound` when missing).
     async fn open(&self, key: &str) -> Result<ObjectReader, PortError>;
     /// Uploads a snapshot file (streamed from disk) to the sync's fixed snapshot key.
+    /// Stores a snapshot object under a name unique to the caller (`<run>-<fence>`, `uncertain-...`): an
+    /// object is never overwritten, so no lifecycle rule can expire a committed one.
     async fn put_snapshot(
         &self,
         project_id: &str,
         sync_id: &str,
+        name: &str,
         file: &Path,
     ) -> Result<SnapshotRef, PortError>;
+    /// Removes a snapshot object for good (every version). Missing is fine.
+    async fn delete_snapshot(&self, snapshot: &SnapshotRef) -> Result<(), PortError>;
     /// Opens a snapshot (the exact version when the ref has one).
     async fn open_snapshot(&self, snapshot: &SnapshotRef) -> Result<ObjectReader, PortError>;
     /// Writes a run's JSON report; returns its key.
@@ -461,6 +466,13 @@ pub trait CohortStore: Send + Sync {
         run_id: &str,
         report: &serde_json::Value,
     ) -> Result<String, PortError>;
+    /// Removes a run's report (its ledger was refused: the sync is gone). Missing is fine.
+    async fn delete_run_report(
+        &self,
+        project_id: &str,
+        sync_id: &str,
+        run_id: &str,
+    ) -> Result<(), PortError>;
     /// Writes a preview's JSON report; returns its key.
     async fn put_preview_report(
         &self,

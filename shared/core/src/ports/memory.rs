@@ -897,11 +897,13 @@ impl CohortStore for MemoryCohortStore {
         &self,
         project_id: &str,
         sync_id: &str,
+        name: &str,
         file: &Path,
     ) -> Result<SnapshotRef, PortError> {
+        check_id("snapshot name", name)?;
         let bytes = std::fs::read(file)
             .map_err(|e| PortError::Invalid(format!("{}: {e}", file.display())))?;
-        let key = format!("snapshots/{project_id}/{sync_id}/committed.snapshot");
+        let key = format!("snapshots/{project_id}/{sync_id}/{name}.snapshot");
         let meta = self.put_object(&key, bytes);
         Ok(SnapshotRef {
             key,
@@ -955,6 +957,21 @@ impl CohortStore for MemoryCohortStore {
             Err(PortError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    async fn delete_snapshot(&self, snapshot: &SnapshotRef) -> Result<(), PortError> {
+        lock(&self.objects).remove(&snapshot.key);
+        Ok(())
+    }
+
+    async fn delete_run_report(
+        &self,
+        project_id: &str,
+        sync_id: &str,
+        run_id: &str,
+    ) -> Result<(), PortError> {
+        lock(&self.objects).remove(&format!("reports/{project_id}/{sync_id}/runs/{run_id}.json"));
+        Ok(())
     }
 
     async fn delete_sync_objects(&self, project_id: &str, sync_id: &str) -> Result<(), PortError> {

@@ -30,13 +30,20 @@ pub enum Trigger {
         sync_id: String,
         s3_key: String,
     },
-    /// A run continuing in a new invocation: only the holder of `fence` may take the lease over.
+    /// A run continuing in a new invocation: only the lease's `holder` at `fence` may take it over (the run
+    /// it continues is the sync's active run).
     Continue {
         project_id: String,
         sync_id: String,
-        run_id: String,
+        #[serde(alias = "run_id")]
+        holder: String,
         #[serde(default)]
         fence: u64,
+    },
+    /// The sweeper asks one sync to resume its unfinished work (a cut-off run, held or deferred changes).
+    Resume {
+        project_id: String,
+        sync_id: String,
     },
     /// The sweeper's schedule (every few minutes): resume syncs with unfinished work whose lease expired.
     Sweep,

@@ -1,0 +1,365 @@
+//! Commit: the new base (what TikTok acknowledged) and the uncertain set go to S3 under unique names, the
+//! pointer moves, the ledger and the sync's progress are written — each conditional on the run's fence and
+//! on the sync still existing. A write refused there leaves nothing behind: the objects just written go.
+
+use tracing::{info, warn};
+
+use super::apply::{Applied, Sent};
+use super::lease::{Next, RunDone};
+use super::plan::Plan;
+use super::prepare::Ctx;
+use super::settle::Settled;
+use super::{Engine, EngineError, Outcome};
+use crate::digests::DigestSet;
+use crate::digests::snapshot::SnapshotWriter;
+use crate::identifiers::{KeyKind, RULE_VERSION};
+use crate::model::{Cadence, KeyMapping, RunState, SnapshotPointer, SnapshotRef, UncertainSet};
+use crate::ports::CommitOutcome;
+
+/// At most this many engine notices are kept on a sync (newest last).
+const MAX_NOTICES: usize = 5;
+
+/// What a run that planned hands to commit.
+pub(super) struct Work<'a> {
+    pub plan: &'a Plan,
+    pub applied: &'a Applied,
+    pub mapping: &'a KeyMapping,
+}
+
+/// An uncertain set written for the run.
+pub(super) struct Written {
+    pub saved: bool,
+}
+
+impl Engine {
+    /// A run that touched nothing on TikTok: its state and reason, the counts of a refused plan.
+    pub(super) async fn finish_quiet(
+        &self,
+        ctx: Ctx<'_>,
+        state: RunState,
+        reason: Option<String>,
+    ) -> Result<RunDone, EngineError> {
+        let mut adds = ctx.ledger.adds;
+        let mut removes = ctx.ledger.removes;
+        for c in [&mut adds, &mut removes] {
+            let open = c.planned.saturating_sub(c.applied + c.held + c.deferred);
+            if state == RunState::HeldForReview {
+                c.held += open;
+            } else {
+                c.deferred += open;
+            }
+        }
+        let complete = state == RunState::UpToDate;
+        let settled = Settled {
+            state,
+            reason,
+            adds,
+            removes,
+            next: Next::Done,
+            next_attempt_at: None,
+            consecutive_holds: ctx.sync.progress.consecutive_holds,
+            notice: None,
+            complete,
+        };
+        self.commit(ctx, None, settled).await
+    }
+
+    pub(super) fn fenced(&self, ctx: &Ctx<'_>, why: &str) -> RunDone {
+        info!(sync_id = %ctx.sync.sync_id, run_id = %ctx.ledger.run_id, fence = ctx.tenure.fence.fence, why, "run fenced out; nothing written");
+        RunDone {
+            outcome: Outcome::Run {
+                sync_id: ctx.sync.sync_id.clone(),
+                run_id: ctx.ledger.run_id.clone(),
+                state: RunState::Failed,
+                reason: Some(format!("fenced out: {why}")),
+            },
+            next: Next::Fenced,
+        }
+    }
+
+    pub(super) async fn commit(
+        &self,
+        mut ctx: Ctx<'_>,
+        work: Option<Work<'_>>,
+        s: Settled,
+    ) -> Result<RunDone, EngineError> {
+        if s.next == Next::Fenced {
+            return Ok(self.fenced(&ctx, "another run took the sync over"));
+        }
+        let old_base = ctx.sync.committed.as_ref().map(|c| c.snapshot.clone());
+        let old_uncertain = ctx.sync.progress.uncertain.clone();
+        let mut new_objects: Vec<SnapshotRef> = Vec::new();
+        let gone = s.next == Next::Recreate;
+        if gone {
+            // The old base means nothing for a new audience: the next run sends the whole cohort.
+            ctx.sync.progress.tiktok_audience_id = None;
+            ctx.sync.progress.audience_create_intent = None;
+            ctx.sync.progress.tiktok_status = None;
+            ctx.sync.progress.last_edit = None;
+            ctx.sync.progress.uncertain = None;
+        } else if let Some(Work {
+            plan,
+            applied,
+            mapping,
+        }) = work
+        {
+            let acked_adds = Sent::pick(&plan.adds, &applied.adds.acked);
+            let acked_removes = Sent::pick(&plan.removes, &applied.removes.acked);
+            let base = plan.base.apply(&acked_adds, &acked_removes);
+            let unknown = DigestSet::from_sorted_unique(Sent::pick(&plan.adds, &applied.adds.unknown))
+                .unwrap_or_default()
+                .apply(&Sent::pick(&plan.removes, &applied.removes.unknown), &[]);
+            let confirmed = DigestSet::from_sorted_unique(acked_adds)
+                .unwrap_or_default()
+                .apply(&acked_removes, &[]);
+            let uncertain = plan
+                .uncertain
+                .apply(&[], confirmed.as_slice())
+                .apply(unknown.as_slice(), &[]);
+            ctx.ledger.uncertain_left = uncertain.len() as u64;
+            let name = format!("{}-{}", ctx.ledger.run_id, ctx.tenure.fence.fence);
+            let snapshot = self.put_set(&ctx, &base, mapping, &name).await?;
+            new_objects.push(snapshot.clone());
+            let pointer = SnapshotPointer {
+                snapshot,
+                export: plan.export.clone(),
+                digests: base.len() as u64,
+                key_kind: mapping.tiktok_key,
+                rule_version: RULE_VERSION as u32,
+                committed_at: self.now(),
+            };
+            let outcome = self
+                .deps
+                .state
+                .commit_snapshot(
+                    &ctx.sync.project_id,
+                    &ctx.sync.sync_id,
+                    &ctx.tenure.fence,
+                    &pointer,
+                    self.now(),
+                )
+                .await?;
+            match outcome {
+                CommitOutcome::Committed => ctx.sync.committed = Some(pointer),
+                CommitOutcome::Stale { .. } => {
+                    warn!(sync_id = %ctx.sync.sync_id, "commit refused: a newer export is committed");
+                    self.drop_objects(&new_objects).await;
+                    new_objects.clear();
+                }
+                CommitOutcome::LeaseLost => {
+                    self.drop_objects(&new_objects).await;
+                    return Ok(self.fenced(&ctx, "the lease moved on before the commit"));
+                }
+            }
+            ctx.sync.progress.uncertain = if uncertain.is_empty() {
+                None
+            } else {
+                let name = format!("uncertain-{}-{}", ctx.ledger.run_id, ctx.tenure.fence.fence);
+                let r = self.put_set(&ctx, &uncertain, mapping, &name).await?;
+                new_objects.push(r.clone());
+                Some(UncertainSet {
+                    snapshot: r,
+                    digests: uncertain.len() as u64,
+                })
+            };
+        }
+        self.settle_progress(&mut ctx, &s);
+        let done = self.write_records(&mut ctx, &s, &new_objects).await?;
+        if done.next == Next::Fenced {
+            return Ok(done);
+        }
+        // Superseded objects go once the new ones are in place (best effort: a failure leaves an orphan
+        // object of hashed identifiers, removed with the sync).
+        let mut stale = Vec::new();
+        if let Some(old) = old_base
+            && ctx.sync.committed.as_ref().is_some_and(|c| c.snapshot.key != old.key)
+        {
+            stale.push(old);
+        }
+        if let Some(old) = old_uncertain
+            && ctx.sync.progress.uncertain.as_ref().is_none_or(|u| u.snapshot.key != old.snapshot.key)
+        {
+            stale.push(old.snapshot);
+        }
+        self.drop_objects(&stale).await;
+        if let Some(RunState::Failed) = Some(s.state)
+            && s.reason.as_deref().is_some_and(|r| r.contains("reconnect TikTok"))
+        {
+            self.require_reconnect(&ctx.sync.project_id).await?;
+        }
+        Ok(done)
+    }
+
+    /// The sync's owed work and notices after the run.
+    fn settle_progress(&self, ctx: &mut Ctx<'_>, s: &Settled) {
+        let p = &mut ctx.sync.progress;
+        p.held_adds = s.adds.held;
+        p.held_removals = s.removes.held;
+        p.deferred = s.adds.deferred + s.removes.deferred;
+        p.next_attempt_at = s.next_attempt_at;
+        p.consecutive_holds = s.consecutive_holds;
+        if let Some(n) = &s.notice {
+            p.notices.push(n.clone());
+            let extra = p.notices.len().saturating_sub(MAX_NOTICES);
+            p.notices.drain(..extra);
+        }
+        if s.next != Next::Continue {
+            p.active_run = None;
+        }
+        if s.complete
+            && ctx.sync.cadence == Cadence::OneTime
+            && matches!(s.state, RunState::Succeeded | RunState::UpToDate)
+        {
+            p.one_time_done = ctx.ledger.source_export.clone().or(Some(String::new()));
+        }
+        let l = &mut ctx.ledger;
+        l.state = s.state;
+        l.reason = s.reason.clone();
+        l.adds = s.adds;
+        l.removes = s.removes;
+        l.fence = ctx.tenure.fence.fence;
+        if s.state != RunState::Running {
+            l.finished_at = Some(self.now());
+        }
+        p.last_run = Some(l.clone());
+    }
+
+    /// Report, ledger, progress — fenced. The report goes first and is removed again if the ledger is
+    /// refused, so a deleted sync keeps no report.
+    async fn write_records(
+        &self,
+        ctx: &mut Ctx<'_>,
+        s: &Settled,
+        new_objects: &[SnapshotRef],
+    ) -> Result<RunDone, EngineError> {
+        let (st, f) = (&self.deps.state, &ctx.tenure.fence);
+        let finished = s.state != RunState::Running;
+        if finished {
+            self.write_report(&ctx.ledger).await;
+        }
+        if !st.put_run(f, &ctx.ledger).await? {
+            if finished {
+                self.delete_report(&ctx.ledger).await;
+            }
+            self.drop_uncommitted(ctx, new_objects).await;
+            return Ok(self.fenced(ctx, "the ledger was refused (lease moved on, or the sync was deleted)"));
+        }
+        if !st
+            .save_progress(&ctx.sync.project_id, &ctx.sync.sync_id, f, &ctx.sync.progress)
+            .await?
+        {
+            self.drop_uncommitted(ctx, new_objects).await;
+            return Ok(self.fenced(ctx, "the progress was refused (lease moved on, or the sync was deleted)"));
+        }
+        self.log_run(&ctx.ledger, ctx.started.elapsed());
+        Ok(RunDone {
+            outcome: Outcome::Run {
+                sync_id: ctx.sync.sync_id.clone(),
+                run_id: ctx.ledger.run_id.clone(),
+                state: ctx.ledger.state,
+                reason: ctx.ledger.reason.clone(),
+            },
+            next: s.next,
+        })
+    }
+
+    /// After a refused write: the sync is gone, or another run owns it. Objects it does not point at go.
+    async fn drop_uncommitted(&self, ctx: &Ctx<'_>, objects: &[SnapshotRef]) {
+        let live = self
+            .deps
+            .state
+            .get_sync(&ctx.sync.project_id, &ctx.sync.sync_id)
+            .await
+            .ok()
+            .flatten();
+        let keep = |r: &SnapshotRef| {
+            live.as_ref().is_some_and(|s| {
+                s.committed.as_ref().is_some_and(|c| c.snapshot.key == r.key)
+                    || s.progress.uncertain.as_ref().is_some_and(|u| u.snapshot.key == r.key)
+            })
+        };
+        let gone: Vec<SnapshotRef> = objects.iter().filter(|r| !keep(r)).cloned().collect();
+        self.drop_objects(&gone).await;
+    }
+
+    pub(super) async fn drop_objects(&self, objects: &[SnapshotRef]) {
+        for r in objects {
+            if let Err(e) = self.deps.cohorts.delete_snapshot(r).await {
+                warn!(error = %e, key = %r.key, "snapshot object not deleted");
+            }
+        }
+    }
+
+    /// Writes the run's intent (every digest it may send, plus the earlier uncertain ones) as the sync's
+    /// uncertain set before the first TikTok write.
+    pub(super) async fn write_uncertain(
+        &self,
+        ctx: &mut Ctx<'_>,
+        set: &DigestSet,
+        mapping: &KeyMapping,
+        label: &str,
+    ) -> Result<Written, EngineError> {
+        let name = format!("{label}-{}-{}", ctx.ledger.run_id, ctx.tenure.fence.fence);
+        let r = self.put_set(ctx, set, mapping, &name).await?;
+        let previous = ctx.sync.progress.uncertain.replace(UncertainSet {
+            snapshot: r.clone(),
+            digests: set.len() as u64,
+        });
+        let saved = self
+            .deps
+            .state
+            .save_progress(
+                &ctx.sync.project_id,
+                &ctx.sync.sync_id,
+                &ctx.tenure.fence,
+                &ctx.sync.progress,
+            )
+            .await?;
+        if !saved {
+            self.drop_objects(&[r]).await;
+            return Ok(Written { saved });
+        }
+        if let Some(p) = previous {
+            self.drop_objects(&[p.snapshot]).await;
+        }
+        Ok(Written { saved })
+    }
+
+    /// Writes a digest set as a snapshot object of the sync (streamed from a temp file).
+    async fn put_set(
+        &self,
+        ctx: &Ctx<'_>,
+        set: &DigestSet,
+        mapping: &KeyMapping,
+        name: &str,
+    ) -> Result<SnapshotRef, EngineError> {
+        let dir = tempfile::Builder::new()
+            .prefix("snapshot-")
+            .tempdir_in(&self.settings.work_dir)
+            .map_err(|e| EngineError::Internal(format!("work dir: {e}")))?;
+        let path = dir.path().join("snapshot.bin");
+        write_set(path.clone(), set.clone(), mapping.tiktok_key).await?;
+        Ok(self
+            .deps
+            .cohorts
+            .put_snapshot(&ctx.sync.project_id, &ctx.sync.sync_id, name, &path)
+            .await?)
+    }
+}
+
+async fn write_set(path: std::path::PathBuf, set: DigestSet, key: KeyKind) -> Result<(), EngineError> {
+    tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let f = std::fs::File::create(&path).map_err(|e| e.to_string())?;
+        let mut w = SnapshotWriter::new(std::io::BufWriter::with_capacity(1 << 20, f), key, set.len() as u64)
+            .map_err(|e| e.to_string())?;
+        for d in set.as_slice() {
+            w.push(d).map_err(|e| e.to_string())?;
+        }
+        w.finish().map_err(|e| e.to_string())?;
+        Ok(())
+    })
+    .await
+    .map_err(|e| EngineError::Internal(format!("snapshot writer task: {e}")))?
+    .map_err(|e| EngineError::Internal(format!("snapshot write: {e}")))
+}
+

@@ -1,0 +1,327 @@
+//! Customer-file mode. TikTok processes an audience for hours after every create or update and refuses
+//! edits meanwhile, so a run makes at most one edit: the create (with the whole first cohort), or one
+//! APPEND or one REMOVE, alternating so removals never starve behind adds. `get/` is read first, so a
+//! window still open costs no call from the daily budget.
+
+use chrono::{DateTime, Utc};
+
+use super::apply::{Applied, Token};
+use super::plan::Plan;
+use super::prepare::{Ctx, Ready};
+use super::settle::Stop;
+use super::{Engine, EngineError};
+use crate::digests::Digest;
+use crate::model::{EditKind, LastEdit};
+use crate::ports::BudgetOutcome;
+use crate::sync::api::{ApiErrorKind, FileAction};
+use crate::sync::batches::{self, CallBatch};
+
+impl Engine {
+    pub(super) async fn apply_files(
+        &self,
+        ctx: &mut Ctx<'_>,
+        token: &mut Token,
+        plan: &Plan,
+        ready: &Ready,
+        out: &mut Applied,
+    ) -> Result<(), EngineError> {
+        if let Some(stop) = self.before_call(ctx) {
+            out.stop(stop);
+            return Ok(());
+        }
+        match self.resolve_intent(ctx, token).await {
+            Ok(true) => {}
+            Ok(false) => return self.create_with_files(ctx, token, plan, ready, out).await,
+            Err(stop) => {
+                out.stop(stop);
+                return Ok(());
+            }
+        }
+        // Nothing to send: the status is still read back for the sync's view.
+        if plan.adds.is_empty() && plan.removes.is_empty() {
+            let _ = self.read_status(ctx, token).await;
+            return Ok(());
+        }
+        if !self.window_open(ctx, token, plan, out).await {
+            return Ok(());
+        }
+        let is_add = choose_add(
+            !plan.adds.is_empty(),
+            !plan.removes.is_empty(),
+            ctx.sync.progress.last_edit.as_ref(),
+        );
+        if !self.take_budget(ctx, plan, out).await? {
+            return Ok(());
+        }
+        let list = if is_add { &plan.adds } else { &plan.removes };
+        let s = &self.settings;
+        let calls = batches::plan_file_calls(list.len(), s.digests_per_file, s.files_per_call, 0);
+        let Some(call) = calls.first() else {
+            return Ok(());
+        };
+        let paths = match self.upload(ctx, token, ready, list, call, is_add).await {
+            Ok(p) => p,
+            Err(stop) => {
+                out.stop(stop);
+                return Ok(());
+            }
+        };
+        let action = if is_add { FileAction::Append } else { FileAction::Remove };
+        let (api, adv) = (self.deps.tiktok.clone(), ctx.sync.advertiser_id.clone());
+        let aid = ctx.sync.progress.tiktok_audience_id.clone().unwrap_or_default();
+        let r = self
+            .call(ctx, token, |t| {
+                let (api, adv, aid, paths) = (api.clone(), adv.clone(), aid.clone(), paths.clone());
+                async move { api.update_file_audience(&t, &adv, &aid, action, &paths).await }
+            })
+            .await;
+        let now = self.now();
+        let kind = if is_add { EditKind::Append } else { EditKind::Remove };
+        let sent = if is_add { &mut out.adds } else { &mut out.removes };
+        match r {
+            Ok(_) => {
+                sent.acked.push(call.range.clone());
+                ctx.sync.progress.last_edit = Some(LastEdit { kind, at: now });
+                let next = now + super::settings::chrono(s.processing_window);
+                out.tally.defer_reason = Some(format!(
+                    "TikTok processes the audience after each edit: one edit per window, the next after {next}"
+                ));
+                out.tally.retry_at = Some(next);
+            }
+            Err(e) => {
+                // The attempt counts as an edit for the window: TikTok may be processing either way.
+                ctx.sync.progress.last_edit = Some(LastEdit { kind, at: now });
+                match e.kind {
+                    ApiErrorKind::NotEditable => {
+                        out.hold_rest(plan, format!("TikTok would not edit the audience now: {}", e.message));
+                        out.tally.retry_at = Some(now + super::settings::chrono(s.processing_window));
+                    }
+                    ApiErrorKind::OutcomeUnknown => {
+                        sent.unknown.push(call.range.clone());
+                        out.stop(self.stop_for(&e));
+                    }
+                    ApiErrorKind::NotFound => {
+                        let stop = self.confirm_gone(ctx, token, &e).await;
+                        out.stop(stop);
+                    }
+                    _ => out.stop(self.stop_for(&e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The create: the whole first cohort in one call where TikTok's 500 paths allow (an audience created
+    /// small and grown later is refused edits while under 1,000 matched users).
+    async fn create_with_files(
+        &self,
+        ctx: &mut Ctx<'_>,
+        token: &mut Token,
+        plan: &Plan,
+        ready: &Ready,
+        out: &mut Applied,
+    ) -> Result<(), EngineError> {
+        if plan.adds.is_empty() {
+            return Ok(());
+        }
+        if !self.take_budget(ctx, plan, out).await? {
+            return Ok(());
+        }
+        let s = &self.settings;
+        let calls = batches::plan_file_calls(
+            plan.adds.len(),
+            s.digests_per_file,
+            s.files_per_call,
+            batches::MAX_FILES_PER_CALL,
+        );
+        let Some(call) = calls.first() else {
+            return Ok(());
+        };
+        let paths = match self.upload(ctx, token, ready, &plan.adds, call, true).await {
+            Ok(p) => p,
+            Err(stop) => {
+                out.stop(stop);
+                return Ok(());
+            }
+        };
+        if let Err(stop) = self.record_intent(ctx).await {
+            out.stop(stop);
+            return Ok(());
+        }
+        let name = super::audience_name(&ctx.sync);
+        let (api, adv, key) = (
+            self.deps.tiktok.clone(),
+            ctx.sync.advertiser_id.clone(),
+            ready.mapping.tiktok_key,
+        );
+        let r = self
+            .call(ctx, token, |t| {
+                let (api, adv, name, paths) = (api.clone(), adv.clone(), name.clone(), paths.clone());
+                async move { api.create_file_audience(&t, &adv, &name, key, &paths).await }
+            })
+            .await;
+        let not_editable = matches!(&r, Err(e) if e.kind == ApiErrorKind::NotEditable);
+        match self.after_create(ctx, token, r).await {
+            Ok(_) => {
+                out.adds.acked.push(call.range.clone());
+                let now = self.now();
+                ctx.sync.progress.last_edit = Some(LastEdit {
+                    kind: EditKind::Create,
+                    at: now,
+                });
+                let next = now + super::settings::chrono(s.processing_window);
+                out.tally.defer_reason = Some(format!(
+                    "TikTok processes a new audience for hours; the rest goes after {next}"
+                ));
+                out.tally.retry_at = Some(next);
+            }
+            Err(_) if not_editable => {
+                out.hold_rest(plan, "TikTok would not create the audience yet (under 1,000 matched users)".into());
+            }
+            Err(stop) => out.stop(stop),
+        }
+        Ok(())
+    }
+
+    /// Reads `get/`: an edit goes only when the audience is valid, or the last edit's window has passed
+    /// (a small audience stays invalid until it grows, so a closed window means "try"). `false`: held.
+    async fn window_open(
+        &self,
+        ctx: &mut Ctx<'_>,
+        token: &mut Token,
+        plan: &Plan,
+        out: &mut Applied,
+    ) -> bool {
+        let now = self.now();
+        let window = super::settings::chrono(self.settings.processing_window);
+        match self.read_status(ctx, token).await {
+            Err(e) => {
+                out.stop(self.stop_for(&e));
+                false
+            }
+            Ok(None) => {
+                // Never forget an audience because one answer left it out: hold and look again later.
+                out.hold_rest(plan, "TikTok did not list the audience just now; the changes wait".into());
+                out.tally.retry_at = Some(now + super::settings::chrono(self.settings.retry_after_failure));
+                false
+            }
+            Ok(Some(v)) => match &ctx.sync.progress.last_edit {
+                Some(last) if !v.is_valid && last.at + window > now => {
+                    let next = last.at + window;
+                    out.hold_rest(
+                        plan,
+                        format!("TikTok is processing the audience after the edit of {}; the next edit goes after {next}", last.at),
+                    );
+                    out.tally.retry_at = Some(next);
+                    false
+                }
+                _ => true,
+            },
+        }
+    }
+
+    /// One call from the audience's daily budget. `false`: spent; everything is deferred to 00:00 UTC.
+    async fn take_budget(&self, ctx: &Ctx<'_>, plan: &Plan, out: &mut Applied) -> Result<bool, EngineError> {
+        let key = format!("sync:{}", ctx.sync.sync_id);
+        let now = self.now();
+        match self
+            .deps
+            .state
+            .try_consume_daily_call(&key, now, self.settings.daily_budget)
+            .await?
+        {
+            BudgetOutcome::Granted { .. } => Ok(true),
+            BudgetOutcome::Exhausted { .. } => {
+                let _ = plan;
+                out.tally.defer_reason = Some(format!(
+                    "TikTok's budget of {} create/update calls per audience per UTC day is spent",
+                    self.settings.daily_budget
+                ));
+                out.tally.retry_at = Some(next_utc_midnight(now));
+                Ok(false)
+            }
+        }
+    }
+
+    /// Writes and uploads the call's files; their paths.
+    async fn upload(
+        &self,
+        ctx: &mut Ctx<'_>,
+        token: &mut Token,
+        ready: &Ready,
+        list: &[Digest],
+        call: &CallBatch,
+        is_add: bool,
+    ) -> Result<Vec<String>, Stop> {
+        let dir = tempfile::Builder::new()
+            .prefix("batches-")
+            .tempdir_in(&self.settings.work_dir)
+            .map_err(|e| Stop::Failed { reason: format!("work dir: {e}"), retry: true })?;
+        let mut paths = Vec::with_capacity(call.files.len());
+        for (j, r) in call.files.iter().enumerate() {
+            if let Some(stop) = self.before_call(ctx) {
+                return Err(stop);
+            }
+            let name = format!("{}-{}-{j}", if is_add { "add" } else { "remove" }, ctx.ledger.run_id);
+            let (digests, d) = (list[r.clone()].to_vec(), dir.path().to_path_buf());
+            let file = tokio::task::spawn_blocking(move || batches::write_digest_file(&d, &name, &digests))
+                .await
+                .map_err(|e| Stop::Failed { reason: format!("file writer task: {e}"), retry: true })?
+                .map_err(|e| Stop::Failed { reason: format!("cannot write a customer file: {e}"), retry: true })?;
+            let (api, adv, key) = (
+                self.deps.tiktok.clone(),
+                ctx.sync.advertiser_id.clone(),
+                ready.mapping.tiktok_key,
+            );
+            let r = self
+                .call(ctx, token, |t| {
+                    let (api, adv, file) = (api.clone(), adv.clone(), file.clone());
+                    async move { api.upload_digest_file(&t, &adv, key, &file).await }
+                })
+                .await;
+            let _ = std::fs::remove_file(&file);
+            match r {
+                Ok(ack) => paths.push(ack.value),
+                Err(e) => return Err(self.stop_for(&e)),
+            }
+        }
+        Ok(paths)
+    }
+}
+
+/// Which action this window's edit is: the only one owed, or the one the last edit was not.
+pub(super) fn choose_add(adds: bool, removes: bool, last: Option<&LastEdit>) -> bool {
+    match (adds, removes) {
+        (true, false) => true,
+        (false, _) => false,
+        (true, true) => matches!(last.map(|l| l.kind), Some(EditKind::Remove)),
+    }
+}
+
+fn next_utc_midnight(now: DateTime<Utc>) -> DateTime<Utc> {
+    let day = now.date_naive().succ_opt().unwrap_or(now.date_naive());
+    day.and_hms_opt(0, 0, 0).map(|t| t.and_utc()).unwrap_or(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn edit(kind: EditKind) -> LastEdit {
+        LastEdit {
+            kind,
+            at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn removals_never_starve_behind_adds() {
+        // After an APPEND (or the create) the REMOVE goes next, after a REMOVE the APPEND.
+        assert!(!choose_add(true, true, Some(&edit(EditKind::Append))));
+        assert!(!choose_add(true, true, Some(&edit(EditKind::Create))));
+        assert!(!choose_add(true, true, None));
+        assert!(choose_add(true, true, Some(&edit(EditKind::Remove))));
+        assert!(choose_add(true, false, Some(&edit(EditKind::Append))));
+        assert!(!choose_add(false, true, Some(&edit(EditKind::Remove))));
+    }
+}

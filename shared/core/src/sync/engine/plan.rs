@@ -1,0 +1,252 @@
+//! Plan: read the export whole, load what the audience holds as far as we know (the committed snapshot)
+//! and what is uncertain (writes that got no answer), diff, and pass the guards. Then apply and commit.
+
+use tracing::warn;
+
+use super::lease::RunDone;
+use super::prepare::{Ctx, Ready};
+use super::settle::{SettleRules, settle};
+use super::{Engine, EngineError};
+use crate::cohort::reader::{CohortDigests, digest_reader};
+use crate::digests::snapshot::SnapshotReader;
+use crate::digests::{Digest, DigestSet, diff};
+use crate::identifiers::Normalizer;
+use crate::model::{ExportRef, KeyMapping, RunState, SnapshotRef};
+use crate::ports::PortError;
+use crate::sync::guards::{self, GuardInput, GuardSettings, Verdict};
+
+/// What one run sends: the diff of the cohort against the base, plus every uncertain digest in the
+/// cohort's direction (APPEND/add if in the cohort, REMOVE/delete if not; both idempotent on TikTok).
+pub(super) struct Plan {
+    pub export: ExportRef,
+    pub base: DigestSet,
+    pub uncertain: DigestSet,
+    pub adds: Vec<Digest>,
+    pub removes: Vec<Digest>,
+    pub note: Option<String>,
+}
+
+/// The changes from `base` to `cohort`, with the uncertain digests re-sent. Pure; sorted outputs.
+pub fn changes(base: &DigestSet, uncertain: &DigestSet, cohort: &DigestSet) -> (Vec<Digest>, Vec<Digest>) {
+    let d = diff(base.as_slice(), cohort.as_slice());
+    // u.adds: uncertain and not in the cohort (remove); the rest of the uncertain ones are in it (add).
+    let u = diff(cohort.as_slice(), uncertain.as_slice());
+    let in_cohort = uncertain.apply(&[], &u.adds);
+    let adds = DigestSet::from_sorted_unique(d.adds)
+        .map(|s| s.apply(in_cohort.as_slice(), &[]).into_vec())
+        .unwrap_or_default();
+    let removes = DigestSet::from_sorted_unique(d.removes)
+        .map(|s| s.apply(&u.adds, &[]).into_vec())
+        .unwrap_or_default();
+    (adds, removes)
+}
+
+impl Engine {
+    pub(super) async fn plan_and_apply(
+        &self,
+        mut ctx: Ctx<'_>,
+        ready: Ready,
+    ) -> Result<RunDone, EngineError> {
+        let key = ready.export.s3_key.clone();
+        // Read whole before anything else: a broken file never changes an audience.
+        let read = match self.read_export(&key, &ready.mapping).await? {
+            Ok(r) => r,
+            Err(why) => {
+                let why = format!("the export could not be used: {why}");
+                return self.finish_quiet(ctx, RunState::Failed, Some(why)).await;
+            }
+        };
+        let counts = read.counts();
+        ctx.ledger.rows = counts.rows;
+        ctx.ledger.valid = counts.valid;
+        ctx.ledger.unique = counts.unique;
+        ctx.ledger.duplicates = counts.duplicates;
+        ctx.ledger.skipped = counts.skipped.clone();
+        ctx.sync.progress.used_export = true;
+
+        let audience = ctx.sync.progress.tiktok_audience_id.is_some();
+        let (base, note) = if audience {
+            self.load_base(&ctx, &ready.mapping).await?
+        } else {
+            (DigestSet::default(), None)
+        };
+        // Without an audience nothing is on TikTok's side: nothing is uncertain.
+        let uncertain = match (&ctx.sync.progress.uncertain, audience) {
+            (Some(u), true) => self.load_set(&u.snapshot, &ready.mapping).await?,
+            _ => DigestSet::default(),
+        };
+        let cohort_removes = diff(base.as_slice(), read.set.as_slice()).removes.len() as u64;
+        let (adds, removes) = changes(&base, &uncertain, &read.set);
+        let verdict = guards::check(
+            &GuardInput {
+                stats: &read.stats,
+                unique: counts.unique,
+                base_len: base.len() as u64,
+                removes: cohort_removes,
+                write_mode: ctx.sync.write_mode,
+                audience_exists: audience,
+            },
+            &GuardSettings {
+                max_malformed_ratio: self.settings.max_malformed_ratio,
+                max_removal_ratio: ctx.sync.max_removal_ratio,
+                min_create_size: ctx.sync.min_create_size,
+            },
+        );
+        // A continuation's plan is what is left: its totals include what earlier invocations applied.
+        ctx.ledger.adds.planned = ctx.ledger.adds.applied + adds.len() as u64;
+        ctx.ledger.removes.planned = ctx.ledger.removes.applied + removes.len() as u64;
+        ctx.ledger.uncertain_resent = uncertain.len() as u64;
+        if let Verdict::Refuse { state, reason } = verdict {
+            if state == RunState::WaitingForMinimum {
+                ctx.sync.progress.waiting_for_minimum = Some(counts.unique);
+            }
+            return self.finish_quiet(ctx, state, Some(reason)).await;
+        }
+        ctx.sync.progress.waiting_for_minimum = None;
+        let plan = Plan {
+            export: ready.export.clone(),
+            base,
+            uncertain,
+            adds,
+            removes,
+            note,
+        };
+        // Before the first write: everything this run may send is uncertain until answered, so a run that
+        // dies mid-apply leaves nothing unaccounted for.
+        let intent = if plan.adds.is_empty() && plan.removes.is_empty() {
+            None
+        } else {
+            let all = plan
+                .uncertain
+                .apply(&plan.adds, &[])
+                .apply(&plan.removes, &[]);
+            Some(self.write_uncertain(&mut ctx, &all, &ready.mapping, "intent").await?)
+        };
+        if intent.as_ref().is_some_and(|w| !w.saved) {
+            return Ok(self.fenced(&ctx, "the sync was deleted or taken over before the first write"));
+        }
+        let prior_holds = ctx.sync.progress.consecutive_holds;
+        let applied = self.apply(&mut ctx, &plan, &ready).await?;
+        let settled = settle(
+            &applied.tally,
+            &SettleRules {
+                now: self.now(),
+                retry_after_failure: super::settings::chrono(self.settings.retry_after_failure),
+                holds_before_warning: self.settings.holds_before_warning,
+                prior_holds,
+            },
+        );
+        let work = super::commit::Work {
+            plan: &plan,
+            applied: &applied,
+            mapping: &ready.mapping,
+        };
+        self.commit(ctx, Some(work), settled).await
+    }
+
+    /// Streams the object through the pipeline on a blocking thread (gzip by name or by magic bytes).
+    /// `Ok(Err(reason))`: the file could not be used (a run state, not an infrastructure failure).
+    pub(super) async fn read_export(
+        &self,
+        key: &str,
+        mapping: &KeyMapping,
+    ) -> Result<Result<CohortDigests, String>, EngineError> {
+        let gzip = key.to_ascii_lowercase().ends_with(".gz");
+        let norm =
+            match Normalizer::new(mapping.tiktok_key, mapping.default_phone_region.as_deref()) {
+                Ok(n) => n,
+                Err(e) => return Ok(Err(e.to_string())),
+            };
+        let object = match self.deps.cohorts.open(key).await {
+            Ok(o) => o,
+            Err(PortError::NotFound(_)) => return Ok(Err(format!("no object {key}"))),
+            Err(e) => return Err(e.into()),
+        };
+        let column = mapping.amplitude_property.clone();
+        let read =
+            tokio::task::spawn_blocking(move || digest_reader(object.body, gzip, &column, &norm))
+                .await
+                .map_err(|e| EngineError::Internal(format!("reader task: {e}")))?;
+        Ok(read.map_err(|e| e.to_string()))
+    }
+
+    /// The committed snapshot, unless it was made under another rule version or key kind (then the whole
+    /// cohort is re-sent, and the note says so).
+    async fn load_base(
+        &self,
+        ctx: &Ctx<'_>,
+        mapping: &KeyMapping,
+    ) -> Result<(DigestSet, Option<String>), EngineError> {
+        let Some(pointer) = &ctx.sync.committed else {
+            return Ok((DigestSet::default(), None));
+        };
+        match self.read_set(&pointer.snapshot, mapping).await? {
+            Ok(set) => Ok((set, None)),
+            Err(e) if e.is_incompatible() => Ok((
+                DigestSet::default(),
+                Some(format!(
+                    "the previous snapshot was discarded ({e}); the whole cohort was re-sent"
+                )),
+            )),
+            Err(e) => {
+                Err(PortError::Corrupt(format!("snapshot {}: {e}", pointer.snapshot.key)).into())
+            }
+        }
+    }
+
+    /// An uncertain set; an unreadable one is treated as empty (logged): its digests are then only
+    /// corrected by the diff, as before uncertain sets existed.
+    async fn load_set(&self, r: &SnapshotRef, mapping: &KeyMapping) -> Result<DigestSet, EngineError> {
+        match self.read_set(r, mapping).await? {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                warn!(error = %e, key = %r.key, "uncertain set unreadable; ignored");
+                Ok(DigestSet::default())
+            }
+        }
+    }
+
+    async fn read_set(
+        &self,
+        r: &SnapshotRef,
+        mapping: &KeyMapping,
+    ) -> Result<Result<DigestSet, crate::digests::snapshot::SnapshotError>, EngineError> {
+        let object = self.deps.cohorts.open_snapshot(r).await?;
+        let key = mapping.tiktok_key;
+        tokio::task::spawn_blocking(move || {
+            let r = SnapshotReader::open(std::io::BufReader::with_capacity(1 << 20, object.body))?;
+            r.header().check_compatible(key)?;
+            r.read_all().map(|(_, s)| s)
+        })
+        .await
+        .map_err(|e| EngineError::Internal(format!("snapshot task: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(v: &[u8]) -> DigestSet {
+        DigestSet::from_unsorted(v.iter().map(|b| Digest([*b; 32])).collect()).0
+    }
+
+    fn ids(v: &[Digest]) -> Vec<u8> {
+        v.iter().map(|d| d.0[0]).collect()
+    }
+
+    #[test]
+    fn uncertain_digests_go_the_cohorts_way() {
+        // base {1,2,3}; cohort {2,3,4}; uncertain {3,5,6,4}: 5 and 6 left the cohort (remove), 3 and 4 are
+        // in it (add again).
+        let (adds, removes) = changes(&set(&[1, 2, 3]), &set(&[3, 4, 5, 6]), &set(&[2, 3, 4]));
+        assert_eq!(ids(&adds), vec![3, 4]);
+        assert_eq!(ids(&removes), vec![1, 5, 6]);
+    }
+
+    #[test]
+    fn without_uncertain_it_is_the_diff() {
+        let (adds, removes) = changes(&set(&[1, 2]), &DigestSet::default(), &set(&[2, 3]));
+        assert_eq!((ids(&adds), ids(&removes)), (vec![3], vec![1]));
+    }
+}
