@@ -1,7 +1,7 @@
 //! The sync-runner's dependencies and its one handler function.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use audience_aws::{Adapters, AwsClients, Config};
 use audience_core::sync::engine::{EngineError, Outcome};
@@ -77,7 +77,10 @@ pub async fn handle(
             return Ok(json!({"outcomes": [Outcome::Ignored { reason: e.to_string() }]}));
         }
     };
-    let deadline = time_left.map(|d| Instant::now() + d);
+    // The engine measures time on its clock (the system clock here).
+    let deadline = time_left
+        .and_then(|d| chrono::Duration::from_std(d).ok())
+        .map(|d| chrono::Utc::now() + d);
     let outcomes = engine.handle(input, deadline).await?;
     Ok(json!({ "outcomes": outcomes }))
 }

@@ -187,12 +187,41 @@ pub struct AudienceCreateIntent {
     pub recorded_at: DateTime<Utc>,
 }
 
+/// Share of the audience a run may remove without review.
+pub const DEFAULT_MAX_REMOVAL_RATIO: f64 = 0.5;
+/// Customer-file audiences are created from this many digests (TikTok needs 1,000 matched users).
+pub const DEFAULT_MIN_CREATE_SIZE: u64 = 1000;
+
 fn default_max_removal_ratio() -> f64 {
-    0.5
+    DEFAULT_MAX_REMOVAL_RATIO
 }
 
 fn default_min_create_size() -> u64 {
-    1000
+    DEFAULT_MIN_CREATE_SIZE
+}
+
+/// The one rule for the ids that become storage keys (project, sync, run, cohort, advertiser ids and
+/// snapshot names): 1-128 characters of `[A-Za-z0-9_-]`.
+pub mod ids {
+    pub const MAX_LEN: usize = 128;
+
+    pub fn valid(id: &str) -> bool {
+        (1..=MAX_LEN).contains(&id.len())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    }
+
+    /// `Invalid` with the rule spelled out.
+    pub fn check(what: &str, id: &str) -> Result<(), crate::ports::PortError> {
+        if valid(id) {
+            Ok(())
+        } else {
+            Err(crate::ports::PortError::Invalid(format!(
+                "{what} must be 1-{MAX_LEN} characters of [A-Za-z0-9_-]"
+            )))
+        }
+    }
 }
 
 /// A sync: one cohort into one TikTok audience. The record has two owners, kept apart by construction:

@@ -28,7 +28,7 @@ use crate::types::*;
 /// TikTok's production host.
 pub const DEFAULT_HOST: &str = "https://business-api.tiktok.com";
 /// Users per `segment/mapping/` request (TikTok's documented maximum).
-pub const MAX_MAPPING_USERS: usize = 10_000;
+pub const MAX_MAPPING_USERS: usize = audience_core::sync::batches::MAX_MAPPING_BATCH;
 /// Ids per `get/` and `delete/` request.
 pub const MAX_AUDIENCE_IDS: usize = 100;
 /// Pages `list_audiences` reads at most.

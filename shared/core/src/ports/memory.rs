@@ -28,22 +28,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
 fn check_id(what: &str, id: &str) -> Result<(), PortError> {
-    if valid_id(id) {
-        Ok(())
-    } else {
-        Err(PortError::Invalid(format!(
-            "{what} must be 1-128 characters of [A-Za-z0-9_-]"
-        )))
-    }
+    crate::model::ids::check(what, id)
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
