@@ -351,7 +351,10 @@ impl World {
     }
 
     fn audience_id(&self, sync: &SyncConfig) -> String {
-        sync.progress.tiktok_audience_id.clone().expect("audience id")
+        sync.progress
+            .tiktok_audience_id
+            .clone()
+            .expect("audience id")
     }
 
     async fn current(&self) -> SyncConfig {

@@ -288,7 +288,8 @@ mod tests {
         let processing =
             "The audience is currently being updated or under processing, please try again later";
         assert_eq!(classify(40002, edit, processing), NotEditable);
-        let small = "The audience size is too small (fewer than 1000 matched users): 12 after APPEND";
+        let small =
+            "The audience size is too small (fewer than 1000 matched users): 12 after APPEND";
         assert_eq!(classify(40002, edit, small), NotEditable);
         let expired = "The audience has expired and can only be deleted";
         assert_eq!(classify(40002, edit, expired), Expired);

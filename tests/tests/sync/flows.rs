@@ -18,7 +18,11 @@ fn run_state(o: &[Outcome]) -> Vec<RunState> {
 
 async fn check_audience(w: &World, sync_id: &str, cohort: &[String]) {
     let sync = w.sync(sync_id).await;
-    let aid = sync.progress.tiktok_audience_id.clone().expect("audience id");
+    let aid = sync
+        .progress
+        .tiktok_audience_id
+        .clone()
+        .expect("audience id");
     assert_same(
         &w.members(&aid).await,
         &digests(cohort),
@@ -49,7 +53,12 @@ async fn first_delta_nochange(mode: WriteMode) {
     let out = w.handle(w.s3_event(&k1)).await;
     assert_eq!(run_state(&out), vec![RunState::Succeeded], "{out:?}");
     check_audience(&w, &sync.sync_id, &first).await;
-    let run = w.sync(&sync.sync_id).await.progress.last_run.expect("last run");
+    let run = w
+        .sync(&sync.sync_id)
+        .await
+        .progress
+        .last_run
+        .expect("last run");
     assert_eq!(
         (run.rows, run.valid, run.unique, run.duplicates),
         (1522, 1520, 1500, 20)
@@ -66,7 +75,12 @@ async fn first_delta_nochange(mode: WriteMode) {
     let out = w.handle(w.s3_event(&k2)).await;
     assert_eq!(run_state(&out), vec![RunState::Succeeded], "{out:?}");
     check_audience(&w, &sync.sync_id, &second).await;
-    let run = w.sync(&sync.sync_id).await.progress.last_run.expect("last run");
+    let run = w
+        .sync(&sync.sync_id)
+        .await
+        .progress
+        .last_run
+        .expect("last run");
     assert_eq!((run.adds.applied, run.removes.applied), (200, 100));
 
     // the same event three times: one effective run, no TikTok write
@@ -124,7 +138,10 @@ async fn customer_file_waits_for_minimum_then_creates() {
     let out = w.handle(w.s3_event(&k)).await;
     assert_eq!(run_state(&out), vec![RunState::Succeeded]);
     check_audience(&w, &sync.sync_id, &grown).await;
-    assert_eq!(w.sync(&sync.sync_id).await.progress.waiting_for_minimum, None);
+    assert_eq!(
+        w.sync(&sync.sync_id).await.progress.waiting_for_minimum,
+        None
+    );
 }
 
 #[tokio::test]

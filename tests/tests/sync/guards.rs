@@ -50,7 +50,8 @@ async fn truncated_export_and_mass_removal_are_refused_without_a_tiktok_call() {
     let aid = w
         .sync(&sync.sync_id)
         .await
-        .progress.tiktok_audience_id
+        .progress
+        .tiktok_audience_id
         .expect("audience");
 
     // a truncated gzip export
@@ -153,7 +154,8 @@ async fn revoked_token_requires_reconnect_and_disables_schedules() {
     let aid = w
         .sync(&sync.sync_id)
         .await
-        .progress.tiktok_audience_id
+        .progress
+        .tiktok_audience_id
         .expect("audience");
     assert_same(
         &w.members(&aid).await,
@@ -221,7 +223,8 @@ async fn an_export_arriving_during_a_run_is_applied_after_it() {
     let aid = w
         .sync(&sync.sync_id)
         .await
-        .progress.tiktok_audience_id
+        .progress
+        .tiktok_audience_id
         .expect("audience");
     assert_same(
         &w.members(&aid).await,
@@ -280,7 +283,8 @@ async fn a_run_hands_a_pending_export_to_the_runner() {
     let aid = w
         .sync(&sync.sync_id)
         .await
-        .progress.tiktok_audience_id
+        .progress
+        .tiktok_audience_id
         .expect("audience");
     assert_same(
         &w.members(&aid).await,
@@ -369,7 +373,11 @@ async fn budget_deferred_changes_are_applied_by_a_later_run() {
     let out = w.handle(w.s3_event(&k)).await;
     assert_eq!(states(&out), vec![RunState::Succeeded]);
     let s = w.sync(&sync.sync_id).await;
-    assert_eq!(s.progress.deferred, 100, "100 removes deferred: {:?}", s.progress.last_run);
+    assert_eq!(
+        s.progress.deferred, 100,
+        "100 removes deferred: {:?}",
+        s.progress.last_run
+    );
     let aid = s.progress.tiktok_audience_id.clone().expect("audience");
     assert_same(
         &w.members(&aid).await,
@@ -485,7 +493,8 @@ async fn an_audience_deleted_on_tiktok_is_recreated_with_a_full_upload() {
     let old = w
         .sync(&sync.sync_id)
         .await
-        .progress.tiktok_audience_id
+        .progress
+        .tiktok_audience_id
         .expect("audience");
     // the advertiser deletes the audience in TikTok's UI
     let client = crate::fixture::test_client(&w.config, &w.adapters);
@@ -513,7 +522,8 @@ async fn an_audience_deleted_on_tiktok_is_recreated_with_a_full_upload() {
     let new = w
         .sync(&sync.sync_id)
         .await
-        .progress.tiktok_audience_id
+        .progress
+        .tiktok_audience_id
         .expect("new audience");
     assert_ne!(new, old);
     assert_same(

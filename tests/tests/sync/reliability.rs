@@ -404,7 +404,8 @@ async fn concurrent_runners_share_the_app_rate() {
         let aid = w
             .sync(&sync.sync_id)
             .await
-            .progress.tiktok_audience_id
+            .progress
+            .tiktok_audience_id
             .expect("audience");
         let members: BTreeSet<String> = w.members(&aid).await;
         assert_same(&members, &digests(users), "concurrent sync");

@@ -13,9 +13,9 @@ use secrecy::SecretString;
 
 use super::{
     AppCredentials, BudgetOutcome, CohortStore, CommitOutcome, ConsumedState, CreateSync,
-    ExportObject, FinishOutcome, Invoker, LeaseOutcome, ObjectMeta, ObjectReader, PortError, RunPage, SaveMapping,
-    ScheduleInfo, ScheduleRate, Schedules, StateStore, TikTokConnection, TokenVault,
-    schedule_input, schedule_name,
+    ExportObject, FinishOutcome, Invoker, LeaseOutcome, ObjectMeta, ObjectReader, PortError,
+    RunPage, SaveMapping, ScheduleInfo, ScheduleRate, Schedules, StateStore, TikTokConnection,
+    TokenVault, schedule_input, schedule_name,
 };
 use crate::cohort::listing::{ListStep, is_newer, list_steps};
 use crate::cohort::naming::parse_export_key;
@@ -956,7 +956,9 @@ impl CohortStore for MemoryCohortStore {
         sync_id: &str,
         run_id: &str,
     ) -> Result<(), PortError> {
-        lock(&self.objects).remove(&format!("reports/{project_id}/{sync_id}/runs/{run_id}.json"));
+        lock(&self.objects).remove(&format!(
+            "reports/{project_id}/{sync_id}/runs/{run_id}.json"
+        ));
         Ok(())
     }
 

@@ -30,7 +30,10 @@ impl Sent {
 
     /// The digests of `ranges`, in order (ranges are increasing, so the result is sorted).
     pub fn pick(list: &[Digest], ranges: &[Range<usize>]) -> Vec<Digest> {
-        ranges.iter().flat_map(|r| list[r.clone()].iter().copied()).collect()
+        ranges
+            .iter()
+            .flat_map(|r| list[r.clone()].iter().copied())
+            .collect()
     }
 }
 

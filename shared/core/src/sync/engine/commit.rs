@@ -88,81 +88,23 @@ impl Engine {
         }
         let old_base = ctx.sync.committed.as_ref().map(|c| c.snapshot.clone());
         let old_uncertain = ctx.sync.progress.uncertain.clone();
-        let mut new_objects: Vec<SnapshotRef> = Vec::new();
-        let gone = s.next == Next::Recreate;
-        if gone {
-            // The old base means nothing for a new audience: the next run sends the whole cohort.
-            ctx.sync.progress.tiktok_audience_id = None;
-            ctx.sync.progress.audience_create_intent = None;
-            ctx.sync.progress.tiktok_status = None;
-            ctx.sync.progress.last_edit = None;
-            ctx.sync.progress.uncertain = None;
-        } else if let Some(Work {
-            plan,
-            applied,
-            mapping,
-        }) = work
-        {
-            let acked_adds = Sent::pick(&plan.adds, &applied.adds.acked);
-            let acked_removes = Sent::pick(&plan.removes, &applied.removes.acked);
-            let base = plan.base.apply(&acked_adds, &acked_removes);
-            let unknown = DigestSet::from_sorted_unique(Sent::pick(&plan.adds, &applied.adds.unknown))
-                .unwrap_or_default()
-                .apply(&Sent::pick(&plan.removes, &applied.removes.unknown), &[]);
-            let confirmed = DigestSet::from_sorted_unique(acked_adds)
-                .unwrap_or_default()
-                .apply(&acked_removes, &[]);
-            let uncertain = plan
-                .uncertain
-                .apply(&[], confirmed.as_slice())
-                .apply(unknown.as_slice(), &[]);
-            ctx.ledger.uncertain_left = uncertain.len() as u64;
-            let name = format!("{}-{}", ctx.ledger.run_id, ctx.tenure.fence.fence);
-            let snapshot = self.put_set(&ctx, &base, mapping, &name).await?;
-            new_objects.push(snapshot.clone());
-            let pointer = SnapshotPointer {
-                snapshot,
-                export: plan.export.clone(),
-                digests: base.len() as u64,
-                key_kind: mapping.tiktok_key,
-                rule_version: RULE_VERSION as u32,
-                committed_at: self.now(),
-            };
-            let outcome = self
-                .deps
-                .state
-                .commit_snapshot(
-                    &ctx.sync.project_id,
-                    &ctx.sync.sync_id,
-                    &ctx.tenure.fence,
-                    &pointer,
-                    self.now(),
-                )
-                .await?;
-            match outcome {
-                CommitOutcome::Committed => ctx.sync.committed = Some(pointer),
-                CommitOutcome::Stale { .. } => {
-                    warn!(sync_id = %ctx.sync.sync_id, "commit refused: a newer export is committed");
-                    self.drop_objects(&new_objects).await;
-                    new_objects.clear();
-                }
-                CommitOutcome::LeaseLost => {
-                    self.drop_objects(&new_objects).await;
-                    return Ok(self.fenced(&ctx, "the lease moved on before the commit"));
-                }
+        let new_objects = match work {
+            _ if s.next == Next::Recreate => {
+                // The old base means nothing for a new audience: the next run sends the whole cohort.
+                let p = &mut ctx.sync.progress;
+                p.tiktok_audience_id = None;
+                p.audience_create_intent = None;
+                p.tiktok_status = None;
+                p.last_edit = None;
+                p.uncertain = None;
+                Vec::new()
             }
-            ctx.sync.progress.uncertain = if uncertain.is_empty() {
-                None
-            } else {
-                let name = format!("uncertain-{}-{}", ctx.ledger.run_id, ctx.tenure.fence.fence);
-                let r = self.put_set(&ctx, &uncertain, mapping, &name).await?;
-                new_objects.push(r.clone());
-                Some(UncertainSet {
-                    snapshot: r,
-                    digests: uncertain.len() as u64,
-                })
-            };
-        }
+            None => Vec::new(),
+            Some(work) => match self.write_sets(&mut ctx, work).await? {
+                Some(objects) => objects,
+                None => return Ok(self.fenced(&ctx, "the lease moved on before the commit")),
+            },
+        };
         self.settle_progress(&mut ctx, &s);
         let done = self.write_records(&mut ctx, &s, &new_objects).await?;
         if done.next == Next::Fenced {
@@ -172,22 +114,108 @@ impl Engine {
         // object of hashed identifiers, removed with the sync).
         let mut stale = Vec::new();
         if let Some(old) = old_base
-            && ctx.sync.committed.as_ref().is_some_and(|c| c.snapshot.key != old.key)
+            && ctx
+                .sync
+                .committed
+                .as_ref()
+                .is_some_and(|c| c.snapshot.key != old.key)
         {
             stale.push(old);
         }
         if let Some(old) = old_uncertain
-            && ctx.sync.progress.uncertain.as_ref().is_none_or(|u| u.snapshot.key != old.snapshot.key)
+            && ctx
+                .sync
+                .progress
+                .uncertain
+                .as_ref()
+                .is_none_or(|u| u.snapshot.key != old.snapshot.key)
         {
             stale.push(old.snapshot);
         }
         self.drop_objects(&stale).await;
         if let Some(RunState::Failed) = Some(s.state)
-            && s.reason.as_deref().is_some_and(|r| r.contains("reconnect TikTok"))
+            && s.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("reconnect TikTok"))
         {
             self.require_reconnect(&ctx.sync.project_id).await?;
         }
         Ok(done)
+    }
+
+    /// The new base and uncertain set, as S3 objects under unique names, and the pointer moved (fenced).
+    /// `None`: fenced out (the objects just written are gone again).
+    async fn write_sets(
+        &self,
+        ctx: &mut Ctx<'_>,
+        work: Work<'_>,
+    ) -> Result<Option<Vec<SnapshotRef>>, EngineError> {
+        let Work {
+            plan,
+            applied,
+            mapping,
+        } = work;
+        let mut new_objects: Vec<SnapshotRef> = Vec::new();
+        let acked_adds = Sent::pick(&plan.adds, &applied.adds.acked);
+        let acked_removes = Sent::pick(&plan.removes, &applied.removes.acked);
+        let base = plan.base.apply(&acked_adds, &acked_removes);
+        let unknown = DigestSet::from_sorted_unique(Sent::pick(&plan.adds, &applied.adds.unknown))
+            .unwrap_or_default()
+            .apply(&Sent::pick(&plan.removes, &applied.removes.unknown), &[]);
+        let confirmed = DigestSet::from_sorted_unique(acked_adds)
+            .unwrap_or_default()
+            .apply(&acked_removes, &[]);
+        let uncertain = plan
+            .uncertain
+            .apply(&[], confirmed.as_slice())
+            .apply(unknown.as_slice(), &[]);
+        ctx.ledger.uncertain_left = uncertain.len() as u64;
+        let name = format!("{}-{}", ctx.ledger.run_id, ctx.tenure.fence.fence);
+        let snapshot = self.put_set(ctx, &base, mapping, &name).await?;
+        new_objects.push(snapshot.clone());
+        let pointer = SnapshotPointer {
+            snapshot,
+            export: plan.export.clone(),
+            digests: base.len() as u64,
+            key_kind: mapping.tiktok_key,
+            rule_version: RULE_VERSION as u32,
+            committed_at: self.now(),
+        };
+        let outcome = self
+            .deps
+            .state
+            .commit_snapshot(
+                &ctx.sync.project_id,
+                &ctx.sync.sync_id,
+                &ctx.tenure.fence,
+                &pointer,
+                self.now(),
+            )
+            .await?;
+        match outcome {
+            CommitOutcome::Committed => ctx.sync.committed = Some(pointer),
+            CommitOutcome::Stale { .. } => {
+                warn!(sync_id = %ctx.sync.sync_id, "commit refused: a newer export is committed");
+                self.drop_objects(&new_objects).await;
+                new_objects.clear();
+            }
+            CommitOutcome::LeaseLost => {
+                self.drop_objects(&new_objects).await;
+                return Ok(None);
+            }
+        }
+        ctx.sync.progress.uncertain = if uncertain.is_empty() {
+            None
+        } else {
+            let name = format!("uncertain-{}-{}", ctx.ledger.run_id, ctx.tenure.fence.fence);
+            let r = self.put_set(ctx, &uncertain, mapping, &name).await?;
+            new_objects.push(r.clone());
+            Some(UncertainSet {
+                snapshot: r,
+                digests: uncertain.len() as u64,
+            })
+        };
+        Ok(Some(new_objects))
     }
 
     /// The sync's owed work and notices after the run.
@@ -242,14 +270,25 @@ impl Engine {
                 self.delete_report(&ctx.ledger).await;
             }
             self.drop_uncommitted(ctx, new_objects).await;
-            return Ok(self.fenced(ctx, "the ledger was refused (lease moved on, or the sync was deleted)"));
+            return Ok(self.fenced(
+                ctx,
+                "the ledger was refused (lease moved on, or the sync was deleted)",
+            ));
         }
         if !st
-            .save_progress(&ctx.sync.project_id, &ctx.sync.sync_id, f, &ctx.sync.progress)
+            .save_progress(
+                &ctx.sync.project_id,
+                &ctx.sync.sync_id,
+                f,
+                &ctx.sync.progress,
+            )
             .await?
         {
             self.drop_uncommitted(ctx, new_objects).await;
-            return Ok(self.fenced(ctx, "the progress was refused (lease moved on, or the sync was deleted)"));
+            return Ok(self.fenced(
+                ctx,
+                "the progress was refused (lease moved on, or the sync was deleted)",
+            ));
         }
         self.log_run(&ctx.ledger, ctx.started.elapsed());
         Ok(RunDone {
@@ -274,8 +313,13 @@ impl Engine {
             .flatten();
         let keep = |r: &SnapshotRef| {
             live.as_ref().is_some_and(|s| {
-                s.committed.as_ref().is_some_and(|c| c.snapshot.key == r.key)
-                    || s.progress.uncertain.as_ref().is_some_and(|u| u.snapshot.key == r.key)
+                s.committed
+                    .as_ref()
+                    .is_some_and(|c| c.snapshot.key == r.key)
+                    || s.progress
+                        .uncertain
+                        .as_ref()
+                        .is_some_and(|u| u.snapshot.key == r.key)
             })
         };
         let gone: Vec<SnapshotRef> = objects.iter().filter(|r| !keep(r)).cloned().collect();
@@ -347,11 +391,19 @@ impl Engine {
     }
 }
 
-async fn write_set(path: std::path::PathBuf, set: DigestSet, key: KeyKind) -> Result<(), EngineError> {
+async fn write_set(
+    path: std::path::PathBuf,
+    set: DigestSet,
+    key: KeyKind,
+) -> Result<(), EngineError> {
     tokio::task::spawn_blocking(move || -> Result<(), String> {
         let f = std::fs::File::create(&path).map_err(|e| e.to_string())?;
-        let mut w = SnapshotWriter::new(std::io::BufWriter::with_capacity(1 << 20, f), key, set.len() as u64)
-            .map_err(|e| e.to_string())?;
+        let mut w = SnapshotWriter::new(
+            std::io::BufWriter::with_capacity(1 << 20, f),
+            key,
+            set.len() as u64,
+        )
+        .map_err(|e| e.to_string())?;
         for d in set.as_slice() {
             w.push(d).map_err(|e| e.to_string())?;
         }
@@ -362,4 +414,3 @@ async fn write_set(path: std::path::PathBuf, set: DigestSet, key: KeyKind) -> Re
     .map_err(|e| EngineError::Internal(format!("snapshot writer task: {e}")))?
     .map_err(|e| EngineError::Internal(format!("snapshot write: {e}")))
 }
-

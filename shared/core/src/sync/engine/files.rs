@@ -66,18 +66,38 @@ impl Engine {
                 return Ok(());
             }
         };
-        let action = if is_add { FileAction::Append } else { FileAction::Remove };
+        let action = if is_add {
+            FileAction::Append
+        } else {
+            FileAction::Remove
+        };
         let (api, adv) = (self.deps.tiktok.clone(), ctx.sync.advertiser_id.clone());
-        let aid = ctx.sync.progress.tiktok_audience_id.clone().unwrap_or_default();
+        let aid = ctx
+            .sync
+            .progress
+            .tiktok_audience_id
+            .clone()
+            .unwrap_or_default();
         let r = self
             .call(ctx, token, |t| {
                 let (api, adv, aid, paths) = (api.clone(), adv.clone(), aid.clone(), paths.clone());
-                async move { api.update_file_audience(&t, &adv, &aid, action, &paths).await }
+                async move {
+                    api.update_file_audience(&t, &adv, &aid, action, &paths)
+                        .await
+                }
             })
             .await;
         let now = self.now();
-        let kind = if is_add { EditKind::Append } else { EditKind::Remove };
-        let sent = if is_add { &mut out.adds } else { &mut out.removes };
+        let kind = if is_add {
+            EditKind::Append
+        } else {
+            EditKind::Remove
+        };
+        let sent = if is_add {
+            &mut out.adds
+        } else {
+            &mut out.removes
+        };
         match r {
             Ok(_) => {
                 sent.acked.push(call.range.clone());
@@ -93,8 +113,12 @@ impl Engine {
                 ctx.sync.progress.last_edit = Some(LastEdit { kind, at: now });
                 match e.kind {
                     ApiErrorKind::NotEditable => {
-                        out.hold_rest(plan, format!("TikTok would not edit the audience now: {}", e.message));
-                        out.tally.retry_at = Some(now + super::settings::chrono(s.processing_window));
+                        out.hold_rest(
+                            plan,
+                            format!("TikTok would not edit the audience now: {}", e.message),
+                        );
+                        out.tally.retry_at =
+                            Some(now + super::settings::chrono(s.processing_window));
                     }
                     ApiErrorKind::OutcomeUnknown => {
                         sent.unknown.push(call.range.clone());
@@ -156,7 +180,8 @@ impl Engine {
         );
         let r = self
             .call(ctx, token, |t| {
-                let (api, adv, name, paths) = (api.clone(), adv.clone(), name.clone(), paths.clone());
+                let (api, adv, name, paths) =
+                    (api.clone(), adv.clone(), name.clone(), paths.clone());
                 async move { api.create_file_audience(&t, &adv, &name, key, &paths).await }
             })
             .await;
@@ -176,7 +201,10 @@ impl Engine {
                 out.tally.retry_at = Some(next);
             }
             Err(_) if not_editable => {
-                out.hold_rest(plan, "TikTok would not create the audience yet (under 1,000 matched users)".into());
+                out.hold_rest(
+                    plan,
+                    "TikTok would not create the audience yet (under 1,000 matched users)".into(),
+                );
             }
             Err(stop) => out.stop(stop),
         }
@@ -201,8 +229,12 @@ impl Engine {
             }
             Ok(None) => {
                 // Never forget an audience because one answer left it out: hold and look again later.
-                out.hold_rest(plan, "TikTok did not list the audience just now; the changes wait".into());
-                out.tally.retry_at = Some(now + super::settings::chrono(self.settings.retry_after_failure));
+                out.hold_rest(
+                    plan,
+                    "TikTok did not list the audience just now; the changes wait".into(),
+                );
+                out.tally.retry_at =
+                    Some(now + super::settings::chrono(self.settings.retry_after_failure));
                 false
             }
             Ok(Some(v)) => match &ctx.sync.progress.last_edit {
@@ -221,7 +253,12 @@ impl Engine {
     }
 
     /// One call from the audience's daily budget. `false`: spent; everything is deferred to 00:00 UTC.
-    async fn take_budget(&self, ctx: &Ctx<'_>, plan: &Plan, out: &mut Applied) -> Result<bool, EngineError> {
+    async fn take_budget(
+        &self,
+        ctx: &Ctx<'_>,
+        plan: &Plan,
+        out: &mut Applied,
+    ) -> Result<bool, EngineError> {
         let key = format!("sync:{}", ctx.sync.sync_id);
         let now = self.now();
         match self
@@ -256,18 +293,33 @@ impl Engine {
         let dir = tempfile::Builder::new()
             .prefix("batches-")
             .tempdir_in(&self.settings.work_dir)
-            .map_err(|e| Stop::Failed { reason: format!("work dir: {e}"), retry: true })?;
+            .map_err(|e| Stop::Failed {
+                reason: format!("work dir: {e}"),
+                retry: true,
+            })?;
         let mut paths = Vec::with_capacity(call.files.len());
         for (j, r) in call.files.iter().enumerate() {
             if let Some(stop) = self.before_call(ctx) {
                 return Err(stop);
             }
-            let name = format!("{}-{}-{j}", if is_add { "add" } else { "remove" }, ctx.ledger.run_id);
+            let name = format!(
+                "{}-{}-{j}",
+                if is_add { "add" } else { "remove" },
+                ctx.ledger.run_id
+            );
             let (digests, d) = (list[r.clone()].to_vec(), dir.path().to_path_buf());
-            let file = tokio::task::spawn_blocking(move || batches::write_digest_file(&d, &name, &digests))
-                .await
-                .map_err(|e| Stop::Failed { reason: format!("file writer task: {e}"), retry: true })?
-                .map_err(|e| Stop::Failed { reason: format!("cannot write a customer file: {e}"), retry: true })?;
+            let file = tokio::task::spawn_blocking(move || {
+                batches::write_digest_file(&d, &name, &digests)
+            })
+            .await
+            .map_err(|e| Stop::Failed {
+                reason: format!("file writer task: {e}"),
+                retry: true,
+            })?
+            .map_err(|e| Stop::Failed {
+                reason: format!("cannot write a customer file: {e}"),
+                retry: true,
+            })?;
             let (api, adv, key) = (
                 self.deps.tiktok.clone(),
                 ctx.sync.advertiser_id.clone(),

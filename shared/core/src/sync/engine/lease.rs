@@ -100,7 +100,11 @@ impl Engine {
                     .take_over_lease(project_id, sync_id, &f, self.settings.lease_ttl, now)
                     .await?
                 {
-                    Some(l) => (self.tenure(project_id, sync_id, l.fence()), RunTrigger::Continue, None),
+                    Some(l) => (
+                        self.tenure(project_id, sync_id, l.fence()),
+                        RunTrigger::Continue,
+                        None,
+                    ),
                     None => {
                         info!(sync_id, holder = %f.holder, fence = f.fence, "stale continuation ignored");
                         return Ok(Outcome::Ignored {
@@ -114,10 +118,15 @@ impl Engine {
                 }
             }
             Start::Resume => match self.grant(project_id, sync_id).await? {
-                Some(f) => (self.tenure(project_id, sync_id, f), RunTrigger::Resume, None),
+                Some(f) => (
+                    self.tenure(project_id, sync_id, f),
+                    RunTrigger::Resume,
+                    None,
+                ),
                 None => {
                     return Ok(Outcome::Ignored {
-                        reason: "resume: the sync's lease is live; its holder finishes the work".into(),
+                        reason: "resume: the sync's lease is live; its holder finishes the work"
+                            .into(),
                     });
                 }
             },
@@ -128,9 +137,11 @@ impl Engine {
                 Some(f) => (self.tenure(project_id, sync_id, f), trigger, export_key),
                 None => match self.defer(project_id, sync_id, export_key).await? {
                     Deferral::Recorded(outcome) => return Ok(outcome),
-                    Deferral::Granted(f, key) => {
-                        (self.tenure(project_id, sync_id, f), RunTrigger::Pending, Some(key))
-                    }
+                    Deferral::Granted(f, key) => (
+                        self.tenure(project_id, sync_id, f),
+                        RunTrigger::Pending,
+                        Some(key),
+                    ),
                 },
             },
         };
@@ -200,7 +211,13 @@ impl Engine {
         let outcome = self
             .deps
             .state
-            .acquire_lease(project_id, sync_id, &new_id(), self.settings.lease_ttl, self.now())
+            .acquire_lease(
+                project_id,
+                sync_id,
+                &new_id(),
+                self.settings.lease_ttl,
+                self.now(),
+            )
             .await;
         match outcome {
             Ok(LeaseOutcome::Acquired(l)) => Ok(Some(l.fence())),
@@ -240,13 +257,17 @@ impl Engine {
                     // The previous holder took the export just before it let go.
                     FinishOutcome::Released | FinishOutcome::Fenced => {
                         Ok(Deferral::Recorded(Outcome::Ignored {
-                            reason: "the previous run took this export over before it finished".into(),
+                            reason: "the previous run took this export over before it finished"
+                                .into(),
                         }))
                     }
                 };
             }
         }
-        info!(sync_id, "lease held by another run; export recorded as pending");
+        info!(
+            sync_id,
+            "lease held by another run; export recorded as pending"
+        );
         Ok(Deferral::Recorded(Outcome::Deferred {
             sync_id: sync_id.to_string(),
             pending_export: pending.map(|p| p.s3_key),

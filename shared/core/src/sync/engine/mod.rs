@@ -11,8 +11,8 @@ pub mod plan;
 mod prepare;
 mod preview;
 mod report;
-pub mod settle;
 mod settings;
+pub mod settle;
 mod stream;
 mod tiktok;
 
@@ -168,7 +168,11 @@ impl Engine {
             Trigger::Schedule {
                 project_id,
                 sync_id,
-            } => (project_id, sync_id, Start::fresh(RunTrigger::Schedule, None)),
+            } => (
+                project_id,
+                sync_id,
+                Start::fresh(RunTrigger::Schedule, None),
+            ),
             Trigger::Manual {
                 project_id,
                 sync_id,

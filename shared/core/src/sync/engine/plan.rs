@@ -27,7 +27,11 @@ pub(super) struct Plan {
 }
 
 /// The changes from `base` to `cohort`, with the uncertain digests re-sent. Pure; sorted outputs.
-pub fn changes(base: &DigestSet, uncertain: &DigestSet, cohort: &DigestSet) -> (Vec<Digest>, Vec<Digest>) {
+pub fn changes(
+    base: &DigestSet,
+    uncertain: &DigestSet,
+    cohort: &DigestSet,
+) -> (Vec<Digest>, Vec<Digest>) {
     let d = diff(base.as_slice(), cohort.as_slice());
     // u.adds: uncertain and not in the cohort (remove); the rest of the uncertain ones are in it (add).
     let u = diff(cohort.as_slice(), uncertain.as_slice());
@@ -120,10 +124,16 @@ impl Engine {
                 .uncertain
                 .apply(&plan.adds, &[])
                 .apply(&plan.removes, &[]);
-            Some(self.write_uncertain(&mut ctx, &all, &ready.mapping, "intent").await?)
+            Some(
+                self.write_uncertain(&mut ctx, &all, &ready.mapping, "intent")
+                    .await?,
+            )
         };
         if intent.as_ref().is_some_and(|w| !w.saved) {
-            return Ok(self.fenced(&ctx, "the sync was deleted or taken over before the first write"));
+            return Ok(self.fenced(
+                &ctx,
+                "the sync was deleted or taken over before the first write",
+            ));
         }
         let prior_holds = ctx.sync.progress.consecutive_holds;
         let applied = self.apply(&mut ctx, &plan, &ready).await?;
@@ -196,7 +206,11 @@ impl Engine {
 
     /// An uncertain set; an unreadable one is treated as empty (logged): its digests are then only
     /// corrected by the diff, as before uncertain sets existed.
-    async fn load_set(&self, r: &SnapshotRef, mapping: &KeyMapping) -> Result<DigestSet, EngineError> {
+    async fn load_set(
+        &self,
+        r: &SnapshotRef,
+        mapping: &KeyMapping,
+    ) -> Result<DigestSet, EngineError> {
         match self.read_set(r, mapping).await? {
             Ok(s) => Ok(s),
             Err(e) => {

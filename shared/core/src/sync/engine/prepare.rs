@@ -92,8 +92,12 @@ impl Engine {
         if !st
             .save_progress(project_id, sync_id, &tenure.fence, &ctx.sync.progress)
             .await?
+            || !st.put_run(&tenure.fence, &ctx.ledger).await?
         {
-            return Ok(self.fenced(&ctx, "the sync was deleted or taken over before the run began"));
+            return Ok(self.fenced(
+                &ctx,
+                "the sync was deleted or taken over before the run began",
+            ));
         }
         match self.prepare(&mut ctx, key).await? {
             Prepared::Quiet { state, reason } => self.finish_quiet(ctx, state, reason).await,
@@ -117,10 +121,19 @@ impl Engine {
             }
             return Ok((l, true));
         }
-        Ok((self.new_ledger(sync, new_id(), trigger, tenure.fence.fence), false))
+        Ok((
+            self.new_ledger(sync, new_id(), trigger, tenure.fence.fence),
+            false,
+        ))
     }
 
-    fn new_ledger(&self, sync: &SyncConfig, run_id: String, trigger: RunTrigger, fence: u64) -> RunLedger {
+    fn new_ledger(
+        &self,
+        sync: &SyncConfig,
+        run_id: String,
+        trigger: RunTrigger,
+        fence: u64,
+    ) -> RunLedger {
         RunLedger {
             run_id,
             sync_id: sync.sync_id.clone(),
@@ -147,7 +160,11 @@ impl Engine {
     }
 
     /// Preconditions and the export. `key`: the export asked for (else the newest in the bucket).
-    async fn prepare(&self, ctx: &mut Ctx<'_>, key: Option<String>) -> Result<Prepared, EngineError> {
+    async fn prepare(
+        &self,
+        ctx: &mut Ctx<'_>,
+        key: Option<String>,
+    ) -> Result<Prepared, EngineError> {
         let st = &self.deps.state;
         let project_id = ctx.sync.project_id.clone();
         let integration = st.get_integration(&project_id).await?;
@@ -167,7 +184,10 @@ impl Engine {
             SyncState::Active => {}
         }
         let Some(mapping) = integration.and_then(|i| i.mapping) else {
-            return Ok(quiet(RunState::Failed, "no key mapping is saved for the project"));
+            return Ok(quiet(
+                RunState::Failed,
+                "no key mapping is saved for the project",
+            ));
         };
         let key = match key {
             Some(k) => k,

@@ -95,7 +95,11 @@ pub fn settle(t: &Tally, r: &SettleRules) -> Settled {
         adds,
         removes,
         next: Next::Done,
-        next_attempt_at: if owed > 0 { t.retry_at.or(failure_retry) } else { None },
+        next_attempt_at: if owed > 0 {
+            t.retry_at.or(failure_retry)
+        } else {
+            None
+        },
         consecutive_holds: 0,
         notice: None,
         complete: owed == 0,
@@ -110,7 +114,8 @@ pub fn settle(t: &Tally, r: &SettleRules) -> Settled {
     match &t.stop {
         Some(Stop::LeaseLost) => {
             out.state = RunState::Failed;
-            out.reason = Some("another run took the sync over (lease lost); it finishes the work".into());
+            out.reason =
+                Some("another run took the sync over (lease lost); it finishes the work".into());
             out.next = Next::Fenced;
             out.next_attempt_at = None;
             out.complete = false;
@@ -126,7 +131,9 @@ pub fn settle(t: &Tally, r: &SettleRules) -> Settled {
         }
         Some(Stop::Gone(why)) => {
             out.state = RunState::Failed;
-            out.reason = Some(format!("{why}; a new audience is created with the whole cohort"));
+            out.reason = Some(format!(
+                "{why}; a new audience is created with the whole cohort"
+            ));
             out.notice = Some(why.clone());
             out.next = Next::Recreate;
             out.next_attempt_at = Some(r.now);
@@ -150,7 +157,11 @@ pub fn settle(t: &Tally, r: &SettleRules) -> Settled {
             } else {
                 reason.clone()
             });
-            out.next_attempt_at = if *retry || unknown > 0 { failure_retry } else { None };
+            out.next_attempt_at = if *retry || unknown > 0 {
+                failure_retry
+            } else {
+                None
+            };
             out.complete = false;
             return out;
         }

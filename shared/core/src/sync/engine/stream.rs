@@ -50,7 +50,10 @@ impl Engine {
                 return Ok(());
             }
             let (action, call) = step;
-            if !self.map_one(ctx, token, plan, ready, action, call, out).await {
+            if !self
+                .map_one(ctx, token, plan, ready, action, call, out)
+                .await
+            {
                 break;
             }
         }
@@ -58,7 +61,11 @@ impl Engine {
         Ok(())
     }
 
-    async fn create_stream(&self, ctx: &mut Ctx<'_>, token: &mut Token) -> Result<(), super::settle::Stop> {
+    async fn create_stream(
+        &self,
+        ctx: &mut Ctx<'_>,
+        token: &mut Token,
+    ) -> Result<(), super::settle::Stop> {
         self.record_intent(ctx).await?;
         let name = super::audience_name(&ctx.sync);
         let (api, adv) = (self.deps.tiktok.clone(), ctx.sync.advertiser_id.clone());
@@ -92,12 +99,20 @@ impl Engine {
             ctx.sync.advertiser_id.clone(),
             ready.mapping.tiktok_key,
         );
-        let aid = ctx.sync.progress.tiktok_audience_id.clone().unwrap_or_default();
+        let aid = ctx
+            .sync
+            .progress
+            .tiktok_audience_id
+            .clone()
+            .unwrap_or_default();
         let chunk = list[call.range.clone()].to_vec();
         let r = self
             .call(ctx, token, |t| {
                 let (api, adv, aid, chunk) = (api.clone(), adv.clone(), aid.clone(), chunk.clone());
-                async move { api.stream_mapping(&t, &adv, &aid, key, action, &chunk).await }
+                async move {
+                    api.stream_mapping(&t, &adv, &aid, key, action, &chunk)
+                        .await
+                }
             })
             .await;
         let sent = match action {
@@ -164,10 +179,18 @@ mod tests {
     fn deletes_are_interleaved_with_adds() {
         let adds = batches::plan_mapping_calls(30_000, 10_000);
         let removes = batches::plan_mapping_calls(5, 10_000);
-        let order: Vec<MappingAction> = interleave(&adds, &removes).into_iter().map(|(a, _)| a).collect();
+        let order: Vec<MappingAction> = interleave(&adds, &removes)
+            .into_iter()
+            .map(|(a, _)| a)
+            .collect();
         assert_eq!(
             order,
-            vec![MappingAction::Delete, MappingAction::Add, MappingAction::Add, MappingAction::Add]
+            vec![
+                MappingAction::Delete,
+                MappingAction::Add,
+                MappingAction::Add,
+                MappingAction::Add
+            ]
         );
     }
 }

@@ -205,7 +205,11 @@ impl Engine {
         match self.read_status(ctx, token).await {
             Ok(None) => Stop::Gone(format!(
                 "the TikTok audience {} no longer exists (deleted on TikTok's side)",
-                ctx.sync.progress.tiktok_audience_id.as_deref().unwrap_or("?")
+                ctx.sync
+                    .progress
+                    .tiktok_audience_id
+                    .as_deref()
+                    .unwrap_or("?")
             )),
             Ok(Some(_)) => Stop::Failed {
                 reason: format!("TikTok answered 40007 but the audience exists: {e}"),
