@@ -80,7 +80,7 @@ pub async fn handle(
     // The engine measures time on its clock (the system clock here).
     let deadline = time_left
         .and_then(|d| chrono::Duration::from_std(d).ok())
-        .map(|d| chrono::Utc::now() + d);
+        .map(|d| engine.now() + d);
     let outcomes = engine.handle(input, deadline).await?;
     Ok(json!({ "outcomes": outcomes }))
 }

@@ -60,6 +60,16 @@ impl Invoker for RecordingInvoker {
     }
 }
 
+/// The engine's clock is the sandbox's: moving one moves the other (leases, processing windows, budgets).
+pub struct SandboxClock(pub tiktok_sandbox::Shared);
+
+impl audience_core::ports::Clock for SandboxClock {
+    fn now(&self) -> chrono::DateTime<Utc> {
+        let ms = self.0.lock().now_ms();
+        chrono::DateTime::from_timestamp_millis(ms).unwrap_or_else(Utc::now)
+    }
+}
+
 pub struct World {
     pub env: TestEnv,
     pub sandbox: RunningSandbox,
@@ -67,6 +77,7 @@ pub struct World {
     pub adapters: Adapters,
     pub invoker: Arc<RecordingInvoker>,
     pub engine: Engine,
+    pub clock: Arc<dyn audience_core::ports::Clock>,
     pub project: String,
     pub advertiser: String,
     pub http: reqwest::Client,
@@ -139,11 +150,14 @@ impl World {
         let adapters = Adapters::new(&env.clients, &config).expect("adapters");
         let invoker = Arc::new(RecordingInvoker::default());
         let work = tempfile::tempdir().expect("work dir");
-        let engine = Self::engine(
-            &config,
+        let clock: Arc<dyn audience_core::ports::Clock> =
+            Arc::new(SandboxClock(sandbox.shared().clone()));
+        let engine = Self::engine_on(
             &adapters,
             invoker.clone(),
             tune(settings(work.path())),
+            Arc::new(AudienceAdapter::new(test_client(&config, &adapters))),
+            clock.clone(),
         );
         let advertiser = sandbox.advertiser_ids()[0].clone();
         let w = World {
@@ -153,6 +167,7 @@ impl World {
             adapters,
             invoker,
             engine,
+            clock,
             project: unique_name("proj"),
             advertiser,
             http: reqwest::Client::builder()
@@ -165,25 +180,35 @@ impl World {
         w
     }
 
-    pub fn engine(
-        config: &Config,
-        adapters: &Adapters,
-        invoker: Arc<RecordingInvoker>,
-        settings: EngineSettings,
-    ) -> Engine {
-        Self::engine_with_api(
-            adapters,
-            invoker,
-            settings,
-            Arc::new(AudienceAdapter::new(test_client(config, adapters))),
-        )
+    /// Another engine (another Lambda) on the same moto, sandbox and clock.
+    pub fn engine(&self, settings: EngineSettings) -> Engine {
+        let api = Arc::new(AudienceAdapter::new(test_client(
+            &self.config,
+            &self.adapters,
+        )));
+        self.engine_with_api(settings, api)
     }
 
     pub fn engine_with_api(
+        &self,
+        settings: EngineSettings,
+        tiktok: Arc<dyn audience_core::sync::AudienceApi>,
+    ) -> Engine {
+        Self::engine_on(
+            &self.adapters,
+            self.invoker.clone(),
+            settings,
+            tiktok,
+            self.clock.clone(),
+        )
+    }
+
+    pub fn engine_on(
         adapters: &Adapters,
         invoker: Arc<RecordingInvoker>,
         settings: EngineSettings,
         tiktok: Arc<dyn audience_core::sync::AudienceApi>,
+        clock: Arc<dyn audience_core::ports::Clock>,
     ) -> Engine {
         Engine::new(
             Deps {
@@ -193,7 +218,7 @@ impl World {
                 schedules: adapters.schedules.clone().expect("schedules"),
                 invoker,
                 tiktok,
-                clock: Arc::new(audience_core::ports::SystemClock),
+                clock,
             },
             settings,
         )
@@ -280,23 +305,15 @@ impl World {
             write_mode: mode,
             state: SyncState::Active,
             audience_name: Some(format!("Test {cohort}")),
-            max_removal_ratio: 0.5,
-            min_create_size: 1000,
-            tiktok_audience_id: None,
-            audience_create_intent: None,
+            max_removal_ratio: audience_core::model::DEFAULT_MAX_REMOVAL_RATIO,
+            min_create_size: audience_core::model::DEFAULT_MIN_CREATE_SIZE,
             committed: None,
             pending_export: None,
-            last_run: None,
-            tiktok_status: None,
-            waiting_for_minimum: None,
-            held_removals: 0,
-            held_adds: 0,
-            deferred: 0,
-            used_export: false,
             warnings: vec![],
             created_at: now,
             updated_at: now,
             version: 0,
+            progress: Default::default(),
         };
         let sync = match self
             .adapters
@@ -369,7 +386,11 @@ impl World {
     }
 
     pub async fn handle(&self, payload: Value) -> Vec<Outcome> {
-        let v = audience_app::runner::handle(&self.engine, payload, None)
+        self.handle_on(&self.engine, payload).await
+    }
+
+    pub async fn handle_on(&self, engine: &Engine, payload: Value) -> Vec<Outcome> {
+        let v = audience_app::runner::handle(engine, payload, None)
             .await
             .expect("runner");
         serde_json::from_value::<Vec<Value>>(v["outcomes"].clone())
@@ -393,6 +414,32 @@ impl World {
             }
         }
         out
+    }
+
+    /// What the sweeper's schedule does: resume every sync with work left, then run what it asked for.
+    pub async fn sweep(&self) -> Vec<Outcome> {
+        let mut out = self.handle(json!({"trigger": "sweep"})).await;
+        out.extend(self.drain().await);
+        out
+    }
+
+    /// Moves the clocks past TikTok's processing window and sweeps, until the sync owes nothing (or
+    /// `rounds` windows passed). Returns the number of windows it took.
+    pub async fn settle_by_sweeps(&self, sync_id: &str, rounds: usize) -> usize {
+        for i in 0..rounds {
+            let s = self.sync(sync_id).await;
+            let p = &s.progress;
+            let owed = p.held_adds + p.held_removals + p.deferred > 0
+                || p.uncertain.is_some()
+                || p.active_run.is_some()
+                || s.pending_export.is_some();
+            if !owed {
+                return i;
+            }
+            self.advance_clock(PROCESSING_MS);
+            self.sweep().await;
+        }
+        rounds
     }
 
     pub async fn sync(&self, id: &str) -> SyncConfig {
@@ -515,6 +562,9 @@ fn outcome(v: Value) -> Outcome {
         },
         Some("ignored") => Outcome::Ignored {
             reason: v["reason"].as_str().unwrap_or_default().into(),
+        },
+        Some("swept") => Outcome::Swept {
+            resumed: serde_json::from_value(v["resumed"].clone()).expect("resumed"),
         },
         _ => panic!("unexpected outcome {v}"),
     }

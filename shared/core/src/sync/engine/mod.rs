@@ -121,7 +121,8 @@ impl Engine {
         &self.settings
     }
 
-    pub(crate) fn now(&self) -> DateTime<Utc> {
+    /// Now, on the engine's clock (deadlines are measured on it).
+    pub fn now(&self) -> DateTime<Utc> {
         self.deps.clock.now()
     }
 
@@ -315,3 +316,6 @@ pub fn starts_on_upload(sync: &SyncConfig) -> bool {
         Cadence::Hourly | Cadence::Daily => !sync.progress.used_export,
     }
 }
+
+#[cfg(test)]
+mod tests;
