@@ -268,6 +268,14 @@ pub struct SyncConfig {
 }
 
 impl SyncConfig {
+    /// The one rule for a sync's EventBridge schedule: it exists for hourly/daily syncs and is enabled only
+    /// while the sync is active and the project's integration connected.
+    pub fn schedule_enabled(&self, integration: IntegrationStatus) -> bool {
+        self.cadence.is_recurring()
+            && self.effective_state() == SyncState::Active
+            && integration == IntegrationStatus::Connected
+    }
+
     /// What the sync is doing for the user: paused wins; a one-time sync whose export was applied is completed.
     pub fn effective_state(&self) -> SyncState {
         if self.state == SyncState::Paused {

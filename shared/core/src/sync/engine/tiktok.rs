@@ -231,9 +231,10 @@ impl Engine {
             .await?;
         for s in self.deps.state.list_syncs(project_id).await? {
             if s.cadence.is_recurring() {
+                let enabled = s.schedule_enabled(IntegrationStatus::ReconnectRequired);
                 self.deps
                     .schedules
-                    .set_schedule_enabled(&s.sync_id, false)
+                    .set_schedule_enabled(&s.sync_id, enabled)
                     .await?;
             }
         }
