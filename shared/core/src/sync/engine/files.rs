@@ -53,17 +53,31 @@ impl Engine {
         if !self.take_budget(ctx, plan, out).await? {
             return Ok(());
         }
+        self.edit_once(ctx, token, plan, ready, out, is_add).await;
+        Ok(())
+    }
+
+    /// This window's one edit: the first call's worth of the chosen list, uploaded and applied.
+    async fn edit_once(
+        &self,
+        ctx: &mut Ctx<'_>,
+        token: &mut Token,
+        plan: &Plan,
+        ready: &Ready,
+        out: &mut Applied,
+        is_add: bool,
+    ) {
         let list = if is_add { &plan.adds } else { &plan.removes };
         let s = &self.settings;
         let calls = batches::plan_file_calls(list.len(), s.digests_per_file, s.files_per_call, 0);
         let Some(call) = calls.first() else {
-            return Ok(());
+            return;
         };
         let paths = match self.upload(ctx, token, ready, list, call, is_add).await {
             Ok(p) => p,
             Err(stop) => {
                 out.stop(stop);
-                return Ok(());
+                return;
             }
         };
         let action = if is_add {
@@ -132,7 +146,6 @@ impl Engine {
                 }
             }
         }
-        Ok(())
     }
 
     /// The create: the whole first cohort in one call where TikTok's 500 paths allow (an audience created

@@ -92,58 +92,9 @@ impl Engine {
         deadline: Option<DateTime<Utc>>,
     ) -> Result<Outcome, EngineError> {
         let st = &self.deps.state;
-        let (tenure, mut trigger, mut key) = match start {
-            Start::Continue { holder, fence } => {
-                let f = Fence { holder, fence };
-                let now = self.now();
-                match st
-                    .take_over_lease(project_id, sync_id, &f, self.settings.lease_ttl, now)
-                    .await?
-                {
-                    Some(l) => (
-                        self.tenure(project_id, sync_id, l.fence()),
-                        RunTrigger::Continue,
-                        None,
-                    ),
-                    None => {
-                        info!(sync_id, holder = %f.holder, fence = f.fence, "stale continuation ignored");
-                        return Ok(Outcome::Ignored {
-                            reason: format!(
-                                "continuation of lease {} at fence {} is stale: the run finished or another \
-                                 run took the sync over",
-                                f.holder, f.fence
-                            ),
-                        });
-                    }
-                }
-            }
-            Start::Resume => match self.grant(project_id, sync_id).await? {
-                Some(f) => (
-                    self.tenure(project_id, sync_id, f),
-                    RunTrigger::Resume,
-                    None,
-                ),
-                None => {
-                    return Ok(Outcome::Ignored {
-                        reason: "resume: the sync's lease is live; its holder finishes the work"
-                            .into(),
-                    });
-                }
-            },
-            Start::Fresh {
-                trigger,
-                export_key,
-            } => match self.grant(project_id, sync_id).await? {
-                Some(f) => (self.tenure(project_id, sync_id, f), trigger, export_key),
-                None => match self.defer(project_id, sync_id, export_key).await? {
-                    Deferral::Recorded(outcome) => return Ok(outcome),
-                    Deferral::Granted(f, key) => (
-                        self.tenure(project_id, sync_id, f),
-                        RunTrigger::Pending,
-                        Some(key),
-                    ),
-                },
-            },
+        let (tenure, mut trigger, mut key) = match self.begin(project_id, sync_id, start).await? {
+            Ok(t) => t,
+            Err(outcome) => return Ok(outcome),
         };
         loop {
             let done = match self
@@ -204,6 +155,71 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// The lease for a start: a grant, a hand-over, or (lease held) the export recorded as pending.
+    /// `Err(outcome)`: nothing to run here.
+    #[allow(clippy::type_complexity)]
+    async fn begin(
+        &self,
+        project_id: &str,
+        sync_id: &str,
+        start: Start,
+    ) -> Result<Result<(Tenure, RunTrigger, Option<String>), Outcome>, EngineError> {
+        let st = &self.deps.state;
+        Ok(Ok(match start {
+            Start::Continue { holder, fence } => {
+                let f = Fence { holder, fence };
+                let now = self.now();
+                match st
+                    .take_over_lease(project_id, sync_id, &f, self.settings.lease_ttl, now)
+                    .await?
+                {
+                    Some(l) => (
+                        self.tenure(project_id, sync_id, l.fence()),
+                        RunTrigger::Continue,
+                        None,
+                    ),
+                    None => {
+                        info!(sync_id, holder = %f.holder, fence = f.fence, "stale continuation ignored");
+                        return Ok(Err(Outcome::Ignored {
+                            reason: format!(
+                                "continuation of lease {} at fence {} is stale: the run finished or another \
+                                 run took the sync over",
+                                f.holder, f.fence
+                            ),
+                        }));
+                    }
+                }
+            }
+            Start::Resume => match self.grant(project_id, sync_id).await? {
+                Some(f) => (
+                    self.tenure(project_id, sync_id, f),
+                    RunTrigger::Resume,
+                    None,
+                ),
+                None => {
+                    return Ok(Err(Outcome::Ignored {
+                        reason: "resume: the sync's lease is live; its holder finishes the work"
+                            .into(),
+                    }));
+                }
+            },
+            Start::Fresh {
+                trigger,
+                export_key,
+            } => match self.grant(project_id, sync_id).await? {
+                Some(f) => (self.tenure(project_id, sync_id, f), trigger, export_key),
+                None => match self.defer(project_id, sync_id, export_key).await? {
+                    Deferral::Recorded(outcome) => return Ok(Err(outcome)),
+                    Deferral::Granted(f, key) => (
+                        self.tenure(project_id, sync_id, f),
+                        RunTrigger::Pending,
+                        Some(key),
+                    ),
+                },
+            },
+        }))
     }
 
     /// A new grant with a fresh holder id. `None`: a live lease is held by another run.

@@ -51,69 +51,9 @@ impl Engine {
         mut ctx: Ctx<'_>,
         ready: Ready,
     ) -> Result<RunDone, EngineError> {
-        let key = ready.export.s3_key.clone();
-        // Read whole before anything else: a broken file never changes an audience.
-        let read = match self.read_export(&key, &ready.mapping).await? {
-            Ok(r) => r,
-            Err(why) => {
-                let why = format!("the export could not be used: {why}");
-                return self.finish_quiet(ctx, RunState::Failed, Some(why)).await;
-            }
-        };
-        let counts = read.counts();
-        ctx.ledger.rows = counts.rows;
-        ctx.ledger.valid = counts.valid;
-        ctx.ledger.unique = counts.unique;
-        ctx.ledger.duplicates = counts.duplicates;
-        ctx.ledger.skipped = counts.skipped.clone();
-        ctx.sync.progress.used_export = true;
-
-        let audience = ctx.sync.progress.tiktok_audience_id.is_some();
-        let (base, note) = if audience {
-            self.load_base(&ctx, &ready.mapping).await?
-        } else {
-            (DigestSet::default(), None)
-        };
-        // Without an audience nothing is on TikTok's side: nothing is uncertain.
-        let uncertain = match (&ctx.sync.progress.uncertain, audience) {
-            (Some(u), true) => self.load_set(&u.snapshot, &ready.mapping).await?,
-            _ => DigestSet::default(),
-        };
-        let cohort_removes = diff(base.as_slice(), read.set.as_slice()).removes.len() as u64;
-        let (adds, removes) = changes(&base, &uncertain, &read.set);
-        let verdict = guards::check(
-            &GuardInput {
-                stats: &read.stats,
-                unique: counts.unique,
-                base_len: base.len() as u64,
-                removes: cohort_removes,
-                write_mode: ctx.sync.write_mode,
-                audience_exists: audience,
-            },
-            &GuardSettings {
-                max_malformed_ratio: self.settings.max_malformed_ratio,
-                max_removal_ratio: ctx.sync.max_removal_ratio,
-                min_create_size: ctx.sync.min_create_size,
-            },
-        );
-        // A continuation's plan is what is left: its totals include what earlier invocations applied.
-        ctx.ledger.adds.planned = ctx.ledger.adds.applied + adds.len() as u64;
-        ctx.ledger.removes.planned = ctx.ledger.removes.applied + removes.len() as u64;
-        ctx.ledger.uncertain_resent = uncertain.len() as u64;
-        if let Verdict::Refuse { state, reason } = verdict {
-            if state == RunState::WaitingForMinimum {
-                ctx.sync.progress.waiting_for_minimum = Some(counts.unique);
-            }
-            return self.finish_quiet(ctx, state, Some(reason)).await;
-        }
-        ctx.sync.progress.waiting_for_minimum = None;
-        let plan = Plan {
-            export: ready.export.clone(),
-            base,
-            uncertain,
-            adds,
-            removes,
-            note,
+        let plan = match self.plan(&mut ctx, &ready).await? {
+            Ok(p) => p,
+            Err((state, reason)) => return self.finish_quiet(ctx, state, Some(reason)).await,
         };
         // Before the first write: everything this run may send is uncertain until answered, so a run that
         // dies mid-apply leaves nothing unaccounted for.
@@ -152,6 +92,80 @@ impl Engine {
             mapping: &ready.mapping,
         };
         self.commit(ctx, Some(work), settled).await
+    }
+
+    /// Read, base, uncertain, diff, guards. `Err((state, reason))`: the run ends here, nothing sent.
+    async fn plan(
+        &self,
+        ctx: &mut Ctx<'_>,
+        ready: &Ready,
+    ) -> Result<Result<Plan, (RunState, String)>, EngineError> {
+        let key = ready.export.s3_key.clone();
+        // Read whole before anything else: a broken file never changes an audience.
+        let read = match self.read_export(&key, &ready.mapping).await? {
+            Ok(r) => r,
+            Err(why) => {
+                return Ok(Err((
+                    RunState::Failed,
+                    format!("the export could not be used: {why}"),
+                )));
+            }
+        };
+        let counts = read.counts();
+        ctx.ledger.rows = counts.rows;
+        ctx.ledger.valid = counts.valid;
+        ctx.ledger.unique = counts.unique;
+        ctx.ledger.duplicates = counts.duplicates;
+        ctx.ledger.skipped = counts.skipped.clone();
+        ctx.sync.progress.used_export = true;
+
+        let audience = ctx.sync.progress.tiktok_audience_id.is_some();
+        let (base, note) = if audience {
+            self.load_base(ctx, &ready.mapping).await?
+        } else {
+            (DigestSet::default(), None)
+        };
+        // Without an audience nothing is on TikTok's side: nothing is uncertain.
+        let uncertain = match (&ctx.sync.progress.uncertain, audience) {
+            (Some(u), true) => self.load_set(&u.snapshot, &ready.mapping).await?,
+            _ => DigestSet::default(),
+        };
+        let cohort_removes = diff(base.as_slice(), read.set.as_slice()).removes.len() as u64;
+        let (adds, removes) = changes(&base, &uncertain, &read.set);
+        let verdict = guards::check(
+            &GuardInput {
+                stats: &read.stats,
+                unique: counts.unique,
+                base_len: base.len() as u64,
+                removes: cohort_removes,
+                write_mode: ctx.sync.write_mode,
+                audience_exists: audience,
+            },
+            &GuardSettings {
+                max_malformed_ratio: self.settings.max_malformed_ratio,
+                max_removal_ratio: ctx.sync.max_removal_ratio,
+                min_create_size: ctx.sync.min_create_size,
+            },
+        );
+        // A continuation's plan is what is left: its totals include what earlier invocations applied.
+        ctx.ledger.adds.planned = ctx.ledger.adds.applied + adds.len() as u64;
+        ctx.ledger.removes.planned = ctx.ledger.removes.applied + removes.len() as u64;
+        ctx.ledger.uncertain_resent = uncertain.len() as u64;
+        if let Verdict::Refuse { state, reason } = verdict {
+            if state == RunState::WaitingForMinimum {
+                ctx.sync.progress.waiting_for_minimum = Some(counts.unique);
+            }
+            return Ok(Err((state, reason)));
+        }
+        ctx.sync.progress.waiting_for_minimum = None;
+        Ok(Ok(Plan {
+            export: ready.export.clone(),
+            base,
+            uncertain,
+            adds,
+            removes,
+            note,
+        }))
     }
 
     /// Streams the object through the pipeline on a blocking thread (gzip by name or by magic bytes).

@@ -111,61 +111,9 @@ pub fn settle(t: &Tally, r: &SettleRules) -> Settled {
             out.removes.planned - out.removes.applied
         )
     };
-    match &t.stop {
-        Some(Stop::LeaseLost) => {
-            out.state = RunState::Failed;
-            out.reason =
-                Some("another run took the sync over (lease lost); it finishes the work".into());
-            out.next = Next::Fenced;
-            out.next_attempt_at = None;
-            out.complete = false;
-            return out;
-        }
-        Some(Stop::Deadline) => {
-            out.state = RunState::Running;
-            out.reason = Some("continuing in a new invocation (Lambda deadline)".into());
-            out.next = Next::Continue;
-            out.next_attempt_at = Some(r.now);
-            out.complete = false;
-            return out;
-        }
-        Some(Stop::Gone(why)) => {
-            out.state = RunState::Failed;
-            out.reason = Some(format!(
-                "{why}; a new audience is created with the whole cohort"
-            ));
-            out.notice = Some(why.clone());
-            out.next = Next::Recreate;
-            out.next_attempt_at = Some(r.now);
-            out.complete = false;
-            return out;
-        }
-        Some(Stop::Reconnect(why)) => {
-            out.state = RunState::Failed;
-            out.reason = Some(why.clone());
-            // Nothing goes until the user reconnects; the callback resumes the schedules.
-            out.next_attempt_at = None;
-            out.complete = false;
-            return out;
-        }
-        Some(Stop::Failed { reason, retry }) => {
-            out.state = RunState::Failed;
-            out.reason = Some(if unknown > 0 {
-                format!(
-                    "{reason} ({unknown} changes got no answer and are re-sent by the next run)"
-                )
-            } else {
-                reason.clone()
-            });
-            out.next_attempt_at = if *retry || unknown > 0 {
-                failure_retry
-            } else {
-                None
-            };
-            out.complete = false;
-            return out;
-        }
-        None => {}
+    if let Some(stop) = &t.stop {
+        settle_stop(stop, unknown, r, &mut out);
+        return out;
     }
     if owed == 0 {
         out.reason = t.note.clone();
@@ -189,6 +137,62 @@ pub fn settle(t: &Tally, r: &SettleRules) -> Settled {
     }
     out.reason = Some(owed_text(&why));
     out
+}
+
+/// A run that stopped early: its state and next step follow from why.
+fn settle_stop(stop: &Stop, unknown: u64, r: &SettleRules, out: &mut Settled) {
+    let failure_retry = Some(r.now + r.retry_after_failure);
+    out.complete = false;
+    match stop {
+        Stop::LeaseLost => {
+            out.state = RunState::Failed;
+            out.reason =
+                Some("another run took the sync over (lease lost); it finishes the work".into());
+            out.next = Next::Fenced;
+            out.next_attempt_at = None;
+            out.complete = false;
+        }
+        Stop::Deadline => {
+            out.state = RunState::Running;
+            out.reason = Some("continuing in a new invocation (Lambda deadline)".into());
+            out.next = Next::Continue;
+            out.next_attempt_at = Some(r.now);
+            out.complete = false;
+        }
+        Stop::Gone(why) => {
+            out.state = RunState::Failed;
+            out.reason = Some(format!(
+                "{why}; a new audience is created with the whole cohort"
+            ));
+            out.notice = Some(why.clone());
+            out.next = Next::Recreate;
+            out.next_attempt_at = Some(r.now);
+            out.complete = false;
+        }
+        Stop::Reconnect(why) => {
+            out.state = RunState::Failed;
+            out.reason = Some(why.clone());
+            // Nothing goes until the user reconnects; the callback resumes the schedules.
+            out.next_attempt_at = None;
+            out.complete = false;
+        }
+        Stop::Failed { reason, retry } => {
+            out.state = RunState::Failed;
+            out.reason = Some(if unknown > 0 {
+                format!(
+                    "{reason} ({unknown} changes got no answer and are re-sent by the next run)"
+                )
+            } else {
+                reason.clone()
+            });
+            out.next_attempt_at = if *retry || unknown > 0 {
+                failure_retry
+            } else {
+                None
+            };
+            out.complete = false;
+        }
+    }
 }
 
 #[cfg(test)]

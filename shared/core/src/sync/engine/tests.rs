@@ -28,10 +28,13 @@ impl Clock for TestClock {
     }
 }
 
+/// Name, members, last edit.
+type FakeAudience = (String, BTreeSet<Digest>, Option<DateTime<Utc>>);
+
 #[derive(Default)]
 struct Fake {
     files: Mutex<HashMap<String, Vec<Digest>>>,
-    audiences: Mutex<HashMap<String, (String, BTreeSet<Digest>, Option<DateTime<Utc>>)>>,
+    audiences: Mutex<HashMap<String, FakeAudience>>,
     clock: Option<Arc<TestClock>>,
     /// The next write call is applied, then its answer lost / the process dies.
     lose_next: std::sync::atomic::AtomicBool,
