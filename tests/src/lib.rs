@@ -14,6 +14,17 @@ pub mod moto;
 
 pub use moto::{find_moto_python, moto_endpoint};
 
+/// The engine on an in-process TikTok sandbox's clock: moving the sandbox's clock (hours of TikTok
+/// processing, a lease's expiry) moves the engine's too.
+pub struct SandboxClock(pub tiktok_sandbox::Shared);
+
+impl audience_core::ports::Clock for SandboxClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        let ms = self.0.lock().now_ms();
+        chrono::DateTime::from_timestamp_millis(ms).unwrap_or_else(chrono::Utc::now)
+    }
+}
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -44,6 +44,21 @@ pub fn engine_from(
     clients: &AwsClients,
     settings: EngineSettings,
 ) -> Result<Engine, SetupError> {
+    engine_with_clock(
+        config,
+        clients,
+        settings,
+        Arc::new(audience_core::ports::SystemClock),
+    )
+}
+
+/// As [`engine_from`], on another clock (the local stack runs the engine on its TikTok sandbox's clock).
+pub fn engine_with_clock(
+    config: &Config,
+    clients: &AwsClients,
+    settings: EngineSettings,
+    clock: Arc<dyn audience_core::ports::Clock>,
+) -> Result<Engine, SetupError> {
     let adapters = Adapters::new(clients, config)?;
     let tiktok = AudienceAdapter::new(tiktok_client(config, &adapters)?);
     let deps = Deps {
@@ -58,7 +73,7 @@ pub fn engine_from(
             .clone()
             .ok_or(SetupError::Missing("SYNC_RUNNER_ARN"))?,
         tiktok: Arc::new(tiktok),
-        clock: Arc::new(audience_core::ports::SystemClock),
+        clock,
     };
     Ok(Engine::new(deps, settings))
 }

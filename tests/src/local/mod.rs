@@ -211,7 +211,12 @@ impl Stack {
         register_app(&sandbox_url, &app, &advertisers, &callback_url).await?;
 
         let work = tempfile::tempdir().context("creating the runner's work directory")?;
-        let engine = audience_app::runner::engine_from(
+        // With the sandbox in-process the engine runs on its clock (the demo moves it hours ahead).
+        let clock: Arc<dyn audience_core::ports::Clock> = match &sandbox {
+            Some(s) => Arc::new(crate::SandboxClock(s.shared().clone())),
+            None => Arc::new(audience_core::ports::SystemClock),
+        };
+        let engine = audience_app::runner::engine_with_clock(
             &config,
             &clients,
             EngineSettings {
@@ -219,6 +224,7 @@ impl Stack {
                 lease_ttl: opts.lease_ttl,
                 ..EngineSettings::default()
             },
+            clock,
         )
         .context("building the sync-runner")?;
         let runner = Arc::new(lambda::Runner::new(

@@ -60,15 +60,7 @@ impl Invoker for RecordingInvoker {
     }
 }
 
-/// The engine's clock is the sandbox's: moving one moves the other (leases, processing windows, budgets).
-pub struct SandboxClock(pub tiktok_sandbox::Shared);
-
-impl audience_core::ports::Clock for SandboxClock {
-    fn now(&self) -> chrono::DateTime<Utc> {
-        let ms = self.0.lock().now_ms();
-        chrono::DateTime::from_timestamp_millis(ms).unwrap_or_else(Utc::now)
-    }
-}
+pub use audience_sync_tests::SandboxClock;
 
 pub struct World {
     pub env: TestEnv,
