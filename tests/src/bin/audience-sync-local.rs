@@ -62,9 +62,9 @@ struct Args {
     /// The sync-runner's timeout in seconds (each invocation's deadline, as Lambda's).
     #[arg(long, default_value_t = 900)]
     runner_timeout: u64,
-    /// Seconds a run's lease on its sync lasts without renewal (default 1200, longer than any Lambda run;
-    /// tests shorten it to see a killed run recovered quickly).
-    #[arg(long, default_value_t = 1200)]
+    /// Seconds a run's lease on its sync lasts without renewal (default 180, as in production: a live run
+    /// renews it every 45 s; a killed run's sync is free again after it and the sweeper resumes the work).
+    #[arg(long, default_value_t = 180)]
     lease_seconds: u64,
     /// The in-process sandbox's TikTok rules as JSON, e.g. '{"processing_ms":0}' to switch one off; missing
     /// keys keep TikTok's behaviour (every rule on).
