@@ -292,7 +292,9 @@ impl Engine {
 
     fn tenure(&self, project_id: &str, sync_id: &str, fence: Fence) -> Tenure {
         let lost = Arc::new(AtomicBool::new(false));
+        // At least three beats per lease, whatever the two settings say.
         let heartbeat = self.settings.heartbeat.map(|every| {
+            let every = every.min(self.settings.lease_ttl / 3);
             let (st, clock, ttl) = (
                 self.deps.state.clone(),
                 self.deps.clock.clone(),
