@@ -214,10 +214,10 @@ impl Engine {
                 out.tally.retry_at = Some(next);
             }
             Err(_) if not_editable => {
-                out.hold_rest(
-                    plan,
-                    "TikTok would not create the audience yet (under 1,000 matched users)".into(),
-                );
+                let why = "TikTok would not create the audience yet (under 1,000 matched users)";
+                out.hold_rest(plan, why.into());
+                // Only a bigger cohort changes that: the next export retries, the sweeper waits a day.
+                out.tally.retry_at = Some(self.now() + chrono::Duration::days(1));
             }
             Err(stop) => out.stop(stop),
         }
