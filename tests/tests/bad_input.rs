@@ -104,6 +104,9 @@ fn error_kind(e: &ReadError) -> &'static str {
         ReadError::Empty => "empty",
         ReadError::ColumnNotFound { .. } => "column_not_found",
         ReadError::AmbiguousColumn { .. } => "ambiguous_column",
+        ReadError::UnclosedQuote { .. } => "unclosed_quote",
+        ReadError::HeaderTooLong { .. } => "header_too_long",
+        ReadError::TooLarge(_) => "too_large",
         ReadError::Io(_) => "io",
     }
 }
