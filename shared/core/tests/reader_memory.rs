@@ -112,14 +112,14 @@ fn a_long_record_is_counted_and_skipped_in_bounded_memory() {
     let tail = b"\ne@f.co,y\n";
     let plain = Lazy::new(head, b'n', 64 * MIB, tail);
     let (read, peak) = peak_during(|| digest_reader(plain, false, "email", &email));
-    let read = read.expect("read");
-    assert_eq!(read.stats.rows, 3);
-    assert_eq!(read.stats.valid, 2);
-    assert_eq!(read.stats.skipped(SkipReason::MalformedRow), 1);
     assert!(
         peak < 4 * MIB,
         "reading a 64 MiB record peaked at {peak} bytes"
     );
+    let read = read.expect("read");
+    assert_eq!(read.stats.rows, 3);
+    assert_eq!(read.stats.valid, 2);
+    assert_eq!(read.stats.skipped(SkipReason::MalformedRow), 1);
 
     // The same from gzip (64 concatenated members of 1 MiB, ~64 KiB compressed) with the ratio limit off,
     // as the 400 MB line in 400 KB: the record limit alone keeps memory small.
