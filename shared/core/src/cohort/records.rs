@@ -182,6 +182,65 @@ mod tests {
         }
     }
 
+    /// Whether the input ends inside a quoted field, by the quoting rules alone (an independent oracle).
+    fn ends_in_quote(input: &[u8]) -> bool {
+        #[derive(PartialEq)]
+        enum S {
+            Start,
+            Plain,
+            Quoted,
+            QuoteInQuoted,
+        }
+        let mut s = S::Start;
+        for &b in input {
+            let sep = matches!(b, b',' | b'\r' | b'\n');
+            s = match s {
+                S::Start if b == b'"' => S::Quoted,
+                S::Start | S::Plain | S::QuoteInQuoted if sep => S::Start,
+                S::Start | S::Plain => S::Plain,
+                S::Quoted if b == b'"' => S::QuoteInQuoted,
+                S::Quoted => S::Quoted,
+                S::QuoteInQuoted if b == b'"' => S::Quoted,
+                S::QuoteInQuoted => S::Plain,
+            };
+        }
+        s == S::Quoted
+    }
+
+    proptest::proptest! {
+        /// Without a limit, the records are exactly the csv crate's (the reader this replaces), and an open
+        /// quote at the end is reported exactly when the quoting rules say so.
+        #[test]
+        fn same_records_as_the_csv_crate(
+            input in proptest::collection::vec(
+                proptest::sample::select(vec![b'a', b'b', b' ', b',', b'"', b'\n', b'\r']),
+                0..120,
+            )
+        ) {
+            let (recs, end) = all(&input, usize::MAX);
+            proptest::prop_assert_eq!(end == Next::UnclosedQuote, ends_in_quote(&input));
+            if end == Next::End {
+                let mut rdr = csv::ReaderBuilder::new()
+                    .has_headers(false)
+                    .flexible(true)
+                    .from_reader(&input[..]);
+                let want: Vec<Vec<Vec<u8>>> = rdr
+                    .byte_records()
+                    .map(|r| r.map(|r| r.iter().map(<[u8]>::to_vec).collect()))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+                let got: Vec<Vec<Vec<u8>>> = recs
+                    .into_iter()
+                    .map(|(r, mut f)| {
+                        f.resize(r.fields, Vec::new());
+                        f
+                    })
+                    .collect();
+                proptest::prop_assert_eq!(got, want);
+            }
+        }
+    }
+
     #[test]
     fn records_as_the_csv_crate_reads_them() {
         let (recs, end) = all(b"a,b\r\n\n\"x,\"\"y\"\"\",\r\rlast", 100);
