@@ -578,12 +578,23 @@ async fn an_unbalanced_quote_mid_file_removes_no_one() {
                     ..
                 },
             ] => {
-                assert!(r.contains("opened in row 600 is never closed"), "{file}: {r}")
+                assert!(
+                    r.contains("opened in row 600 is never closed"),
+                    "{file}: {r}"
+                )
             }
             other => panic!("{file}: {other:?}"),
         }
-        assert_eq!(w.sandbox.requests().len(), log_before, "{file}: no TikTok request");
-        assert_eq!(w.members(&audience), digests(&users), "{file}: nobody removed");
+        assert_eq!(
+            w.sandbox.requests().len(),
+            log_before,
+            "{file}: no TikTok request"
+        );
+        assert_eq!(
+            w.members(&audience),
+            digests(&users),
+            "{file}: nobody removed"
+        );
     }
 }
 

@@ -219,7 +219,14 @@ fn a_record_over_the_limit_is_malformed() {
     };
     let small = b"email\na@b.co\nccccc@d.co\n".to_vec();
     let with = |l: &ReaderLimits| {
-        digest_reader_with(std::io::Cursor::new(small.clone()), false, "email", &email(), l).unwrap()
+        digest_reader_with(
+            std::io::Cursor::new(small.clone()),
+            false,
+            "email",
+            &email(),
+            l,
+        )
+        .unwrap()
     };
     assert_eq!(with(&limits(7)).stats.valid, 1, "a@b.co\\n is 7 bytes");
     assert_eq!(with(&limits(11)).stats.valid, 2);
@@ -285,7 +292,10 @@ fn a_gzip_bomb_is_refused_by_its_ratio_after_reading_little() {
     }
     assert!(e.to_string().contains("gzip bomb"), "{e}");
     let served = served.load(Ordering::Relaxed);
-    assert!(served < 1 << 20, "read {served} compressed bytes before refusing");
+    assert!(
+        served < 1 << 20,
+        "read {served} compressed bytes before refusing"
+    );
 }
 
 #[test]
@@ -299,8 +309,14 @@ fn the_absolute_cap_holds_for_plain_and_gzip() {
         file.extend_from_slice(b"someone@example.com\n");
     }
     for (name, bytes) in [("plain", file.clone()), ("gzip", gzip(&file))] {
-        let e = digest_reader_with(std::io::Cursor::new(bytes), false, "email", &email(), &limits)
-            .unwrap_err();
+        let e = digest_reader_with(
+            std::io::Cursor::new(bytes),
+            false,
+            "email",
+            &email(),
+            &limits,
+        )
+        .unwrap_err();
         assert!(
             matches!(e, ReadError::TooLarge(SizeLimit::Decompressed { limit }) if limit == 1 << 20),
             "{name}: {e}"
@@ -309,7 +325,13 @@ fn the_absolute_cap_holds_for_plain_and_gzip() {
     }
     // exactly at the cap is read whole
     file.truncate(1 << 20);
-    let at_cap = digest_reader_with(std::io::Cursor::new(file), false, "email", &email(), &limits);
+    let at_cap = digest_reader_with(
+        std::io::Cursor::new(file),
+        false,
+        "email",
+        &email(),
+        &limits,
+    );
     assert!(at_cap.is_ok(), "{at_cap:?}");
 }
 

@@ -192,17 +192,33 @@ async fn files_over_50_mb_are_40907() {
 /// Issue 12 (13): audience_core's planner and writer against the limit, read strictly (50,000,000 bytes, not
 /// 50 MiB). 1M digests as one 65 MB file (the old default) are refused; planned, even by a caller asking
 /// for every digest in one file, they become files of at most 50 MB that TikTok takes in one create.
-async fn million_digests_go_up_in_files_under_50_mb(sb: &tiktok_sandbox::RunningSandbox, token: &str) {
+async fn million_digests_go_up_in_files_under_50_mb(
+    sb: &tiktok_sandbox::RunningSandbox,
+    token: &str,
+) {
     use audience_core::digests::Digest;
     use audience_core::sync::batches::{
         DEFAULT_DIGESTS_PER_FILE, MAX_FILE_BYTES, MAX_FILES_PER_CALL, plan_file_calls,
         write_digest_file,
     };
-    post_json(sb, "/_sandbox/rules", json!({"max_file_bytes": MAX_FILE_BYTES})).await;
+    post_json(
+        sb,
+        "/_sandbox/rules",
+        json!({"max_file_bytes": MAX_FILE_BYTES}),
+    )
+    .await;
     let hex = digests(1_000_000, "million");
     let one_file = lines(&hex);
     assert_eq!(one_file.len(), 65_000_000);
-    let r = upload_with(sb, token, "EMAIL_SHA256", one_file, Some("0".repeat(32)), &[]).await;
+    let r = upload_with(
+        sb,
+        token,
+        "EMAIL_SHA256",
+        one_file,
+        Some("0".repeat(32)),
+        &[],
+    )
+    .await;
     assert_eq!(code(&r), 40907, "one 65 MB file: {r}");
     let ds: Vec<Digest> = hex.iter().filter_map(|h| Digest::from_hex(h)).collect();
     assert_eq!(ds.len(), hex.len());
@@ -219,11 +235,21 @@ async fn million_digests_go_up_in_files_under_50_mb(sb: &tiktok_sandbox::Running
             assert!(bytes.len() <= MAX_FILE_BYTES, "{} bytes", bytes.len());
             let env = upload_with(sb, token, "EMAIL_SHA256", bytes, None, &[]).await;
             assert_eq!(code(&env), 0, "file {i} of {asked} per file: {env}");
-            paths.push(env["data"]["file_path"].as_str().expect("file_path").to_string());
+            paths.push(
+                env["data"]["file_path"]
+                    .as_str()
+                    .expect("file_path")
+                    .to_string(),
+            );
         }
         created_id(sb, token, &paths).await;
     }
-    post_json(sb, "/_sandbox/rules", json!({"max_file_bytes": 50 * 1024 * 1024})).await;
+    post_json(
+        sb,
+        "/_sandbox/rules",
+        json!({"max_file_bytes": 50 * 1024 * 1024}),
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -101,4 +101,3 @@ fn list_positions(p: &[usize]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
-

@@ -9,8 +9,8 @@ use flate2::bufread::MultiGzDecoder;
 use serde::Serialize;
 
 pub use super::error::ReadError;
-pub use super::limits::{ReaderLimits, SizeLimit};
 use super::limits::{Bounded, Counted};
+pub use super::limits::{ReaderLimits, SizeLimit};
 use super::records::{Next, Records};
 use crate::digests::{Digest, DigestSet};
 use crate::identifiers::{Normalizer, SkipReason, is_blank};

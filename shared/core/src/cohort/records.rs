@@ -163,8 +163,10 @@ impl<R: BufRead> Records<R> {
 mod tests {
     use super::*;
 
-    /// Every record as (fields, too_long, the fields' bytes as handed out).
-    fn all(input: &[u8], limit: usize) -> (Vec<(Record, Vec<Vec<u8>>)>, Next) {
+    /// Every record with its fields' bytes as handed out.
+    type Parsed = Vec<(Record, Vec<Vec<u8>>)>;
+
+    fn all(input: &[u8], limit: usize) -> (Parsed, Next) {
         let mut r = Records::new(input, limit);
         let mut out = Vec::new();
         loop {
@@ -259,7 +261,12 @@ mod tests {
             assert_eq!(recs.len(), 1);
         }
         // closed quotes, a trailing CR, a trailing delimiter: ordinary ends
-        for input in [&b"a\n\"b\"\"\""[..], b"a\n\"b\"\r", b"a\n\"b\",", b"a\n\n\r\n"] {
+        for input in [
+            &b"a\n\"b\"\"\""[..],
+            b"a\n\"b\"\r",
+            b"a\n\"b\",",
+            b"a\n\n\r\n",
+        ] {
             assert_eq!(all(input, 100).1, Next::End, "{input:?}");
         }
     }
@@ -272,10 +279,22 @@ mod tests {
         let (recs, end) = all(&input, 1000);
         assert_eq!(end, Next::End);
         assert_eq!(recs.len(), 3);
-        assert!(!recs[0].0.too_long, "blank lines before a record do not count");
+        assert!(
+            !recs[0].0.too_long,
+            "blank lines before a record do not count"
+        );
         assert!(recs[1].0.too_long);
         assert!(recs[1].1.iter().map(Vec::len).sum::<usize>() <= 1000);
-        assert_eq!(recs[2], (Record { fields: 2, too_long: false }, vec![b"next".to_vec(), b"3".to_vec()]));
+        assert_eq!(
+            recs[2],
+            (
+                Record {
+                    fields: 2,
+                    too_long: false
+                },
+                vec![b"next".to_vec(), b"3".to_vec()]
+            )
+        );
         // the limit counts the record's own bytes: exactly at the limit is fine
         assert!(!all(b"abcd\n", 5).0[0].0.too_long);
         assert!(all(b"abcd\n", 4).0[0].0.too_long);

@@ -27,6 +27,12 @@ pub const MAX_DIGESTS_PER_FILE: usize = MAX_FILE_BYTES / DIGEST_LINE_BYTES;
 /// within the 500 file paths an audience may use over its life (40911).
 pub const DEFAULT_DIGESTS_PER_FILE: usize = 500_000;
 
+// Checked at compile time: a full file is within TikTok's limit, one more line would not be, and the default
+// is within the cap.
+const _: () = assert!(MAX_DIGESTS_PER_FILE * DIGEST_LINE_BYTES <= MAX_FILE_BYTES);
+const _: () = assert!((MAX_DIGESTS_PER_FILE + 1) * DIGEST_LINE_BYTES > MAX_FILE_BYTES);
+const _: () = assert!(DEFAULT_DIGESTS_PER_FILE <= MAX_DIGESTS_PER_FILE);
+
 /// Digests per file for a size in bytes (at least one line, at most `MAX_FILE_BYTES`).
 pub fn digests_per_file_for_bytes(file_bytes: usize) -> usize {
     (file_bytes / DIGEST_LINE_BYTES).clamp(1, MAX_DIGESTS_PER_FILE)
@@ -185,15 +191,19 @@ mod tests {
     #[test]
     fn the_file_size_limit_is_50_mb_of_lines() {
         assert_eq!(MAX_DIGESTS_PER_FILE, 769_230);
-        assert!(MAX_DIGESTS_PER_FILE * DIGEST_LINE_BYTES <= MAX_FILE_BYTES);
-        assert!((MAX_DIGESTS_PER_FILE + 1) * DIGEST_LINE_BYTES > MAX_FILE_BYTES);
         assert_eq!(DEFAULT_DIGESTS_PER_FILE * DIGEST_LINE_BYTES, 32_500_000);
-        assert_eq!(digests_per_file_for_bytes(50 * 1024 * 1024), MAX_DIGESTS_PER_FILE);
+        assert_eq!(
+            digests_per_file_for_bytes(50 * 1024 * 1024),
+            MAX_DIGESTS_PER_FILE
+        );
         assert_eq!(digests_per_file_for_bytes(650), 10);
         assert_eq!(digests_per_file_for_bytes(0), 1);
         // the old default (1M per file, 65 MB) is cut into two files
         let calls = plan_file_calls(1_000_000, 1_000_000, DEFAULT_FILES_PER_CALL, 1);
-        assert_eq!(calls[0].files, vec![0..MAX_DIGESTS_PER_FILE, MAX_DIGESTS_PER_FILE..1_000_000]);
+        assert_eq!(
+            calls[0].files,
+            vec![0..MAX_DIGESTS_PER_FILE, MAX_DIGESTS_PER_FILE..1_000_000]
+        );
     }
 
     #[test]
