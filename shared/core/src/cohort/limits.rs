@@ -28,7 +28,8 @@ pub struct ReaderLimits {
     /// CSV bytes read at most (after gunzip; a plain file's own bytes). 16 GiB: twice the ~7.5 GB of the
     /// largest cohort the biggest runner holds (~75M users at ~100 B per row).
     pub max_decompressed_bytes: u64,
-    /// gzip only: decompressed bytes per compressed byte read at most. Cohort CSVs of distinct ids
+    /// gzip only: decompressed bytes per compressed byte read at most, checked once past
+    /// `RATIO_GRACE_BYTES` (4 MiB) of output. Cohort CSVs of distinct ids
     /// compress 2.5-4x; deflate's ceiling is ~1,030x (reached by repeated bytes, i.e. a bomb). 200x leaves a
     /// 50x margin for real files and caps what a small file may cost at 200 times its size.
     pub max_compression_ratio: u64,
