@@ -104,6 +104,9 @@ fn error_kind(e: &ReadError) -> &'static str {
         ReadError::Empty => "empty",
         ReadError::ColumnNotFound { .. } => "column_not_found",
         ReadError::AmbiguousColumn { .. } => "ambiguous_column",
+        ReadError::UnclosedQuote { .. } => "unclosed_quote",
+        ReadError::HeaderTooLong { .. } => "header_too_long",
+        ReadError::TooLarge(_) => "too_large",
         ReadError::Io(_) => "io",
     }
 }
@@ -539,7 +542,7 @@ async fn a_file_that_failed_to_read_never_changes_an_audience() {
 
 /// The loss an unbalanced quote used to cause: read leniently, the quote in row 600 of 1,000 swallowed the
 /// last 400 rows as one malformed value (0.1 % malformed, 40 % removed: under both guards) and the sync
-/// removed 400 users. Now the read fails and the audience keeps everyone.
+/// removed 400 users. Now the read fails and the audience keeps everyone, final line break or not.
 #[tokio::test]
 async fn an_unbalanced_quote_mid_file_removes_no_one() {
     let w = World::new().await;
@@ -560,25 +563,42 @@ async fn an_unbalanced_quote_mid_file_removes_no_one() {
     let audience = w.audience_id(&w.current().await);
     assert_eq!(w.members(&audience), digests(&users));
 
-    let broken = std::fs::read(corpus_dir().join("unbalanced-quote-mid.csv")).expect("corpus file");
-    let key = format!("cohorts/{}_2026-11-21T10:00_existing.csv", w.cohort);
-    w.put(&key, broken).await;
-    let log_before = w.sandbox.requests().len();
-    let out = w.deliver(&key).await;
-    match out.as_slice() {
-        [
-            Outcome::Run {
-                state: RunState::Failed,
-                reason: Some(r),
-                ..
-            },
-        ] => {
-            assert!(r.contains("opened in row 600 is never closed"), "{r}")
+    // With and without a final line break (issue 12: without one, 401 users were removed).
+    for (day, file) in [
+        (21, "unbalanced-quote-mid.csv"),
+        (22, "unbalanced-quote-no-final-eol.csv"),
+    ] {
+        let broken = std::fs::read(corpus_dir().join(file)).expect("corpus file");
+        let key = format!("cohorts/{}_2026-11-{day}T10:00_existing.csv", w.cohort);
+        w.put(&key, broken).await;
+        let log_before = w.sandbox.requests().len();
+        let out = w.deliver(&key).await;
+        match out.as_slice() {
+            [
+                Outcome::Run {
+                    state: RunState::Failed,
+                    reason: Some(r),
+                    ..
+                },
+            ] => {
+                assert!(
+                    r.contains("opened in row 600 is never closed"),
+                    "{file}: {r}"
+                )
+            }
+            other => panic!("{file}: {other:?}"),
         }
-        other => panic!("{other:?}"),
+        assert_eq!(
+            w.sandbox.requests().len(),
+            log_before,
+            "{file}: no TikTok request"
+        );
+        assert_eq!(
+            w.members(&audience),
+            digests(&users),
+            "{file}: nobody removed"
+        );
     }
-    assert_eq!(w.sandbox.requests().len(), log_before, "no TikTok request");
-    assert_eq!(w.members(&audience), digests(&users), "nobody removed");
 }
 
 /// A big export becomes customer files of TikTok's size (here one 2.6 MB file of 40,000 digests): the sandbox

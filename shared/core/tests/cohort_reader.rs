@@ -1,8 +1,12 @@
 //! The streaming reader on hand-made Amplitude-style files, with exact counts.
 
 use std::io::{Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use audience_core::cohort::reader::{ReadError, digest_reader};
+use audience_core::cohort::reader::{
+    ReadError, ReaderLimits, SizeLimit, digest_reader, digest_reader_with,
+};
 use audience_core::{KeyKind, Normalizer, SkipReason};
 use flate2::Compression;
 use flate2::write::GzEncoder;
@@ -165,11 +169,170 @@ fn unbalanced_quote_is_a_read_error() {
         file.push_str(&format!("{i},u{i}@x.com\n"));
     }
     let e = read(file.as_bytes(), "email").unwrap_err();
-    assert!(matches!(e, ReadError::Io(_)), "{e}");
+    assert!(matches!(e, ReadError::UnclosedQuote { row: 2 }), "{e}");
     assert!(
         e.to_string().contains("opened in row 2 is never closed"),
         "{e}"
     );
+}
+
+/// Issue 12: the quote opened in row 600 of 1,000 and the file has no final line break. The old reader saw
+/// 600 rows (1 malformed) and a sync removed the other 400 users.
+#[test]
+fn unbalanced_quote_without_a_final_line_break_is_a_read_error() {
+    let mut file = String::from("id,email");
+    for i in 1..=1000 {
+        let q = if i == 600 { "\"" } else { "" };
+        file.push_str(&format!("\n{i},{q}user{i}@example.com"));
+    }
+    for (name, bytes) in [
+        ("plain", file.clone().into_bytes()),
+        ("gzip", gzip(file.as_bytes())),
+    ] {
+        let e = read(&bytes, "email").unwrap_err();
+        assert!(
+            matches!(e, ReadError::UnclosedQuote { row: 600 }),
+            "{name}: {e}"
+        );
+    }
+    // the quote opened in the header
+    let e = read(b"id,\"email\n1,a@b.co\n", "email").unwrap_err();
+    assert!(matches!(e, ReadError::UnclosedQuote { row: 0 }), "{e}");
+    assert!(e.to_string().contains("the header row"), "{e}");
+}
+
+/// A record over the limit is counted malformed even when its identifier is fine: the other columns make
+/// it; the rows around it are read as usual.
+#[test]
+fn a_record_over_the_limit_is_malformed() {
+    let mut file = b"email,notes\na@b.co,short\nc@d.co,".to_vec();
+    file.extend(std::iter::repeat_n(b'n', 64 * 1024));
+    file.extend_from_slice(b"\ne@f.co,\"quoted\nnotes\"\n");
+    let r = read(&file, "email").unwrap();
+    assert_eq!(r.stats.rows, 3);
+    assert_eq!(r.stats.valid, 2);
+    assert_eq!(r.stats.skipped(SkipReason::MalformedRow), 1);
+    // the limit is configurable; exactly at the limit is within it
+    let limits = |max_record_bytes| ReaderLimits {
+        max_record_bytes,
+        ..ReaderLimits::default()
+    };
+    let small = b"email\na@b.co\nccccc@d.co\n".to_vec();
+    let with = |l: &ReaderLimits| {
+        digest_reader_with(
+            std::io::Cursor::new(small.clone()),
+            false,
+            "email",
+            &email(),
+            l,
+        )
+        .unwrap()
+    };
+    assert_eq!(with(&limits(7)).stats.valid, 1, "a@b.co\\n is 7 bytes");
+    assert_eq!(with(&limits(11)).stats.valid, 2);
+    assert_eq!(with(&limits(6)).stats.valid, 0);
+    // a header over its own limit is refused
+    let mut long_header = b"email,".to_vec();
+    long_header.extend(std::iter::repeat_n(b'h', (1 << 20) + 1));
+    long_header.extend_from_slice(b"\na@b.co,x\n");
+    let e = read(&long_header, "email").unwrap_err();
+    assert!(matches!(e, ReadError::HeaderTooLong { .. }), "{e}");
+}
+
+/// A gzip bomb: a header member, then `members` copies of one member of 1 MiB of 'z' (~1 KiB compressed),
+/// all inside one quoted value. Generated as it is read: the test holds nothing big.
+struct Bomb {
+    member: Vec<u8>,
+    current: Vec<u8>,
+    pos: usize,
+    left: usize,
+    served: Arc<AtomicU64>,
+}
+
+impl Bomb {
+    fn new(members: usize) -> (Self, Arc<AtomicU64>) {
+        let served = Arc::new(AtomicU64::new(0));
+        let bomb = Bomb {
+            member: gzip(&vec![b'z'; 1 << 20]),
+            current: gzip(b"email,blob\na@b.co,\""),
+            pos: 0,
+            left: members,
+            served: Arc::clone(&served),
+        };
+        (bomb, served)
+    }
+}
+
+impl Read for Bomb {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos == self.current.len() {
+            if self.left == 0 {
+                return Ok(0);
+            }
+            self.left -= 1;
+            self.current = self.member.clone();
+            self.pos = 0;
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        self.served.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+#[test]
+fn a_gzip_bomb_is_refused_by_its_ratio_after_reading_little() {
+    // 100,000 members: ~100 GiB decompressed from ~100 MB
+    let (bomb, served) = Bomb::new(100_000);
+    let e = digest_reader(bomb, true, "email", &email()).unwrap_err();
+    match &e {
+        ReadError::TooLarge(SizeLimit::Ratio { ratio, .. }) => assert_eq!(*ratio, 200),
+        other => panic!("expected the ratio limit, got {other}"),
+    }
+    assert!(e.to_string().contains("gzip bomb"), "{e}");
+    let served = served.load(Ordering::Relaxed);
+    assert!(
+        served < 1 << 20,
+        "read {served} compressed bytes before refusing"
+    );
+}
+
+#[test]
+fn the_absolute_cap_holds_for_plain_and_gzip() {
+    let limits = ReaderLimits {
+        max_decompressed_bytes: 1 << 20,
+        ..ReaderLimits::default()
+    };
+    let mut file = b"email\n".to_vec();
+    while file.len() < (1 << 20) + 100 {
+        file.extend_from_slice(b"someone@example.com\n");
+    }
+    for (name, bytes) in [("plain", file.clone()), ("gzip", gzip(&file))] {
+        let e = digest_reader_with(
+            std::io::Cursor::new(bytes),
+            false,
+            "email",
+            &email(),
+            &limits,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, ReadError::TooLarge(SizeLimit::Decompressed { limit }) if limit == 1 << 20),
+            "{name}: {e}"
+        );
+        assert!(e.to_string().contains("max_decompressed_bytes"), "{e}");
+    }
+    // exactly at the cap is read whole
+    file.truncate(1 << 20);
+    let at_cap = digest_reader_with(
+        std::io::Cursor::new(file),
+        false,
+        "email",
+        &email(),
+        &limits,
+    );
+    assert!(at_cap.is_ok(), "{at_cap:?}");
 }
 
 #[test]

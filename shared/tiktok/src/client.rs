@@ -33,8 +33,9 @@ pub const MAX_MAPPING_USERS: usize = audience_core::sync::batches::MAX_MAPPING_B
 pub const MAX_AUDIENCE_IDS: usize = 100;
 /// Pages `list_audiences` reads at most.
 const MAX_LIST_PAGES: u64 = 1_000;
-/// TikTok takes customer files under 1 GB.
-pub const MAX_FILE_BYTES: u64 = 1_000_000_000;
+/// TikTok documents customer files of at most 50 MB (40907 above), read strictly as 50,000,000 bytes; the
+/// planner (`audience_core::sync::batches`) keeps every file under it.
+pub const MAX_FILE_BYTES: u64 = 50_000_000;
 /// `list/` page size (TikTok's maximum).
 pub const LIST_PAGE_SIZE: u32 = 100;
 
@@ -534,11 +535,11 @@ impl TikTokClient {
         const EP: &str = "dmp/custom_audience/file/upload/";
         non_empty(EP, "advertiser_id", advertiser_id)?;
         let (signature, len) = md5_file(EP, path).await?;
-        if len >= MAX_FILE_BYTES {
+        if len > MAX_FILE_BYTES {
             return Err(TikTokError::new(
                 ErrorAction::FileRejected,
                 EP,
-                format!("file has {len} bytes; TikTok takes files under 1 GB"),
+                format!("file has {len} bytes; TikTok takes files of at most {MAX_FILE_BYTES}"),
             ));
         }
         let file_name = path

@@ -30,7 +30,8 @@ pub fn bytes(name: &str) -> Option<Vec<u8>> {
             let mut s = header.join(",");
             s.push('\n');
             for r in 0..3 {
-                let mut row: Vec<String> = (0..9_999).map(|i| format!("{r}-{i}")).collect();
+                // ~50 KB rows: under the reader's 64 KiB record limit (`long-record-valid-id.csv` is over)
+                let mut row: Vec<String> = (0..9_999).map(|i| format!("{i}")).collect();
                 row.push(format!("user{r}@example.com"));
                 s.push_str(&row.join(","));
                 s.push('\n');
@@ -45,8 +46,40 @@ pub fn bytes(name: &str) -> Option<Vec<u8>> {
             s.push('\n');
             s.into_bytes()
         }
+        "long-record-valid-id.csv" => {
+            let mut v = b"email,notes\na@x.com,short\nb@x.com,".to_vec();
+            v.extend(std::iter::repeat_n(b'n', 100 * 1024));
+            v.extend_from_slice(b"\nc@x.com,short\n");
+            v
+        }
+        // gzip members concatenated (read as one stream): ~1 KiB each for 1 MiB of one byte
+        "gzip-bomb.csv.gz" => {
+            let mut v = gzip(b"email,blob\na@x.com,\"");
+            let member = gzip(&vec![b'z'; MIB]);
+            for _ in 0..300 {
+                v.extend_from_slice(&member);
+            }
+            v
+        }
+        "gzip-long-line.csv.gz" => {
+            let mut v = gzip(b"email\n");
+            let member = gzip(&vec![b'x'; MIB]);
+            for _ in 0..100 {
+                v.extend_from_slice(&member);
+            }
+            v.extend(gzip(b"@x.com\nb@x.com\n"));
+            v
+        }
         _ => return None,
     })
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    // writing to a Vec cannot fail
+    let _ = e.write_all(bytes);
+    e.finish().unwrap_or_default()
 }
 
 /// Writes a generated file into `dir` and returns its path.

@@ -175,6 +175,7 @@ async fn files_over_50_mb_are_40907() {
     let big = vec![b'a'; limit as usize + 1];
     let r = upload_with(&sb, &token, "EMAIL_SHA256", big, Some("0".repeat(32)), &[]).await;
     assert_eq!(code(&r), 40907, "{r}");
+    million_digests_go_up_in_files_under_50_mb(&sb, &token).await;
     // Configurable: with a 200-byte limit, 3 lines (195 bytes) pass and 4 do not.
     post_json(&sb, "/_sandbox/rules", json!({"max_file_bytes": 200})).await;
     let ds = digests(4, "size");
@@ -186,6 +187,69 @@ async fn files_over_50_mb_are_40907() {
         code(&upload_with(&sb, &token, "EMAIL_SHA256", lines(&ds), None, &[]).await),
         40907
     );
+}
+
+/// Issue 12 (13): audience_core's planner and writer against the limit, read strictly (50,000,000 bytes, not
+/// 50 MiB). 1M digests as one 65 MB file (the old default) are refused; planned, even by a caller asking
+/// for every digest in one file, they become files of at most 50 MB that TikTok takes in one create.
+async fn million_digests_go_up_in_files_under_50_mb(
+    sb: &tiktok_sandbox::RunningSandbox,
+    token: &str,
+) {
+    use audience_core::digests::Digest;
+    use audience_core::sync::batches::{
+        DEFAULT_DIGESTS_PER_FILE, MAX_FILE_BYTES, MAX_FILES_PER_CALL, plan_file_calls,
+        write_digest_file,
+    };
+    post_json(
+        sb,
+        "/_sandbox/rules",
+        json!({"max_file_bytes": MAX_FILE_BYTES}),
+    )
+    .await;
+    let hex = digests(1_000_000, "million");
+    let one_file = lines(&hex);
+    assert_eq!(one_file.len(), 65_000_000);
+    let r = upload_with(
+        sb,
+        token,
+        "EMAIL_SHA256",
+        one_file,
+        Some("0".repeat(32)),
+        &[],
+    )
+    .await;
+    assert_eq!(code(&r), 40907, "one 65 MB file: {r}");
+    let ds: Vec<Digest> = hex.iter().filter_map(|h| Digest::from_hex(h)).collect();
+    assert_eq!(ds.len(), hex.len());
+    drop(hex);
+    let dir = tempfile::tempdir().expect("tmp");
+    for asked in [DEFAULT_DIGESTS_PER_FILE, usize::MAX] {
+        let calls = plan_file_calls(ds.len(), asked, 50, MAX_FILES_PER_CALL);
+        assert_eq!(calls.len(), 1, "one create carries them all");
+        assert_eq!(calls[0].files.len(), 2, "asked {asked} per file");
+        let mut paths = Vec::new();
+        for (i, f) in calls[0].files.iter().enumerate() {
+            let p = write_digest_file(dir.path(), &format!("m{i}"), &ds[f.clone()]).expect("write");
+            let bytes = std::fs::read(&p).expect("read back");
+            assert!(bytes.len() <= MAX_FILE_BYTES, "{} bytes", bytes.len());
+            let env = upload_with(sb, token, "EMAIL_SHA256", bytes, None, &[]).await;
+            assert_eq!(code(&env), 0, "file {i} of {asked} per file: {env}");
+            paths.push(
+                env["data"]["file_path"]
+                    .as_str()
+                    .expect("file_path")
+                    .to_string(),
+            );
+        }
+        created_id(sb, token, &paths).await;
+    }
+    post_json(
+        sb,
+        "/_sandbox/rules",
+        json!({"max_file_bytes": 50 * 1024 * 1024}),
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -405,13 +405,12 @@ impl SandboxProcess {
                 &qps.to_string(),
                 "--match-rate",
                 "1.0",
-                // Three TikTok rules off, all for engine v1, which this bench measures as it is: its
-                // customer files hold up to 1,000,000 digests (~65 MB, over TikTok's 50 MB: 40907), its
+                // Two TikTok rules off, both for engine v1, which this bench measures as it is: its
                 // resync sends APPEND and REMOVE in one run (TikTok processes for hours after each edit:
                 // 40002), and its first streaming run maps right after creating the audience (40201 for
-                // ~90 s). Every other rule (rate windows, file expiry, ...) stays on.
+                // ~90 s). Every other rule (50 MB files, rate windows, file expiry, ...) stays on.
                 "--rules",
-                r#"{"max_file_bytes":0,"processing_ms":0,"streaming_not_ready_ms":0}"#,
+                r#"{"processing_ms":0,"streaming_not_ready_ms":0}"#,
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -1,5 +1,6 @@
 //! Streaming cohort reader: (gzip) CSV → identifier column → digests, counting every skip by reason.
-//! Reads over `std::io::Read`, never the whole file in memory (only the resulting digests are kept).
+//! Reads over `std::io::Read`, never the whole file nor a whole record in memory (only the resulting
+//! digests are kept), within `ReaderLimits`.
 
 use std::collections::BTreeMap;
 use std::io::{self, BufReader, Chain, Cursor, Read};
@@ -7,83 +8,19 @@ use std::io::{self, BufReader, Chain, Cursor, Read};
 use flate2::bufread::MultiGzDecoder;
 use serde::Serialize;
 
+pub use super::error::ReadError;
+use super::limits::{Bounded, Counted};
+pub use super::limits::{ReaderLimits, SizeLimit};
+use super::records::{Next, Records};
 use crate::digests::{Digest, DigestSet};
 use crate::identifiers::{Normalizer, SkipReason, is_blank};
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const UTF8_BOM: [u8; 3] = [0xef, 0xbb, 0xbf];
 const BUF: usize = 256 * 1024;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    #[error("the file is empty: it has no header row")]
-    Empty,
-    #[error(
-        "no column matches {wanted:?}; the file's headers are: {}",
-        list_headers(headers)
-    )]
-    ColumnNotFound {
-        wanted: String,
-        headers: Vec<String>,
-    },
-    #[error("{} columns match {wanted:?} (columns {}); the file must have exactly one", positions.len(), list_positions(positions))]
-    AmbiguousColumn {
-        wanted: String,
-        positions: Vec<usize>,
-    },
-    /// The file could not be read whole (I/O error, truncated or corrupt gzip): nothing read may be used.
-    #[error("the file could not be read whole: {0}")]
-    Io(#[from] io::Error),
-}
-
-/// An error names at most this many headers, each cut to this many characters: a file whose first line is
-/// junk or one 10 MB line must still give a short error (it is logged and stored in the run's ledger, a
-/// DynamoDB item of at most 400 KB).
-const SHOWN_HEADERS: usize = 20;
-const SHOWN_HEADER_CHARS: usize = 40;
-
-fn list_headers(h: &[String]) -> String {
-    if h.is_empty() {
-        return "(none)".to_string();
-    }
-    let mut shown: Vec<String> = h
-        .iter()
-        .take(SHOWN_HEADERS)
-        .map(|s| show_header(s))
-        .collect();
-    if h.len() > SHOWN_HEADERS {
-        shown.push(format!("and {} more", h.len() - SHOWN_HEADERS));
-    }
-    shown.join(", ")
-}
-
-/// A "header" with an `@` or 7+ digits is a value (the file has no header row): never echoed, since error
-/// messages are logged and stored and must not carry a raw identifier.
-fn show_header(s: &str) -> String {
-    if s.contains('@') || s.bytes().filter(u8::is_ascii_digit).count() >= 7 {
-        return "<a value, not a header: is the header row missing?>".to_string();
-    }
-    let cut: String = s.chars().take(SHOWN_HEADER_CHARS).collect();
-    if cut.len() < s.len() {
-        format!("{cut:?}...")
-    } else {
-        format!("{s:?}")
-    }
-}
-
-fn list_positions(p: &[usize]) -> String {
-    p.iter()
-        .map(|i| (i + 1).to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn csv_to_io(e: csv::Error) -> ReadError {
-    match e.into_kind() {
-        csv::ErrorKind::Io(e) => ReadError::Io(e),
-        other => ReadError::Io(io::Error::other(format!("{other:?}"))),
-    }
-}
+/// The compressed side's buffer: it reads ahead of the decoder, and the ratio limit lets through up to
+/// `max_compression_ratio` times this much before it can see a bomb.
+const GZ_BUF: usize = 64 * 1024;
 
 /// Row counts of one read. Identity: `rows = valid + Σ skipped`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -174,20 +111,33 @@ fn read_prefix<R: Read>(r: &mut R, n: usize) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Opens a raw object stream: gunzips when the name says `.gz` or the bytes start with the gzip magic
-/// (concatenated gzip members are read whole), and drops a leading UTF-8 BOM.
+/// Opens a raw object stream with the default limits (see `open_maybe_gzip_with`).
 pub fn open_maybe_gzip<R: Read + Send + 'static>(
+    raw: R,
+    name_says_gzip: bool,
+) -> io::Result<CohortInput> {
+    open_maybe_gzip_with(raw, name_says_gzip, &ReaderLimits::default())
+}
+
+/// Opens a raw object stream: gunzips when the name says `.gz` or the bytes start with the gzip magic
+/// (concatenated gzip members are read whole), and drops a leading UTF-8 BOM. The bytes handed out are
+/// bounded by `limits` (absolute, and for gzip by ratio): past them a read fails with a `SizeLimit`.
+pub fn open_maybe_gzip_with<R: Read + Send + 'static>(
     mut raw: R,
     name_says_gzip: bool,
+    limits: &ReaderLimits,
 ) -> io::Result<CohortInput> {
     let magic = read_prefix(&mut raw, 2)?;
     // A `.gz` name on plain bytes then fails with gzip's own "invalid header" error: a clear read error.
     let is_gzip = name_says_gzip || magic.as_slice() == GZIP_MAGIC;
     let rejoined = Cursor::new(magic).chain(raw);
     let mut decoded: Box<dyn Read + Send + 'static> = if is_gzip {
-        Box::new(MultiGzDecoder::new(BufReader::with_capacity(BUF, rejoined)))
+        // Counted under the buffer: the compressed count runs ahead of what was decoded, never behind.
+        let (counted, compressed) = Counted::new(rejoined);
+        let gz = MultiGzDecoder::new(BufReader::with_capacity(GZ_BUF, counted));
+        Box::new(Bounded::new(gz, limits, Some(compressed)))
     } else {
-        Box::new(rejoined)
+        Box::new(Bounded::new(rejoined, limits, None))
     };
     let mut prefix = read_prefix(&mut decoded, 3)?;
     if prefix.as_slice() == UTF8_BOM {
@@ -226,36 +176,56 @@ pub fn find_column(headers: &csv::ByteRecord, wanted: &str) -> Result<usize, Rea
     }
 }
 
-/// Streams every row's identifier through `normalizer` and hands each outcome to `sink`.
-/// Returns the row statistics; a read error ends the scan (the caller must discard what it collected).
+/// Streams every row's identifier through `normalizer` and hands each outcome to `sink`, with the default
+/// limits. Returns the row statistics; a read error ends the scan (the caller must discard what it collected).
 pub fn scan_cohort<R: Read>(
     input: R,
     column: &str,
     normalizer: &Normalizer,
+    sink: impl FnMut(Digest),
+) -> Result<ReadStats, ReadError> {
+    scan_cohort_with(input, column, normalizer, &ReaderLimits::default(), sink)
+}
+
+/// `scan_cohort` with explicit limits: a record over `max_record_bytes` is `malformed_row` (never held in
+/// memory), a quote open at end of file or a header over `max_header_bytes` is a `ReadError`.
+pub fn scan_cohort_with<R: Read>(
+    input: R,
+    column: &str,
+    normalizer: &Normalizer,
+    limits: &ReaderLimits,
     mut sink: impl FnMut(Digest),
 ) -> Result<ReadStats, ReadError> {
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .buffer_capacity(BUF)
-        .from_reader(input);
-    let mut rec = csv::ByteRecord::new();
-    if !rdr.read_byte_record(&mut rec).map_err(csv_to_io)? {
-        return Err(ReadError::Empty);
-    }
-    let col = find_column(&rec, column)?;
+    let mut records = Records::new(
+        BufReader::with_capacity(BUF, input),
+        limits.max_header_bytes,
+    );
+    let headers = read_header(&mut records, limits)?;
+    let col = find_column(&headers, column)?;
+    records.set_limit(limits.max_record_bytes);
     let mut stats = ReadStats::default();
-    let mut ends_in_break = false;
-    while rdr.read_byte_record(&mut rec).map_err(csv_to_io)? {
+    // Holds at most `max_record_bytes`: pieces stop once a record is over the limit.
+    let mut value = Vec::new();
+    loop {
+        value.clear();
+        let rec = match records.next(|i, piece| {
+            if i == col {
+                value.extend_from_slice(piece);
+            }
+        })? {
+            Next::Record(r) => r,
+            Next::End => return Ok(stats),
+            Next::UnclosedQuote => {
+                return Err(ReadError::UnclosedQuote {
+                    row: stats.rows + 1,
+                });
+            }
+        };
         stats.rows += 1;
-        // A quote never closed swallows the rest of the file, line breaks included, into the last field of
-        // the last record. The csv crate ends such a field at EOF without an error; caught below.
-        ends_in_break = rec
-            .get(rec.len().saturating_sub(1))
-            .is_some_and(|f| matches!(f.last(), Some(b'\n' | b'\r')));
-        let outcome = match rec.get(col) {
-            Some(v) => normalizer.digest_field(v),
-            None => Err(SkipReason::MalformedRow),
+        let outcome = if rec.too_long || rec.fields <= col {
+            Err(SkipReason::MalformedRow)
+        } else {
+            normalizer.digest_field(&value)
         };
         match outcome {
             Ok(d) => {
@@ -265,19 +235,36 @@ pub fn scan_cohort<R: Read>(
             Err(r) => stats.skip(r),
         }
     }
-    if ends_in_break {
-        // Counting it as one malformed row would silently drop every row after the quote (and a sync would
-        // remove those users): the file is refused whole.
-        return Err(ReadError::Io(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "a quoted value opened in row {} is never closed (unbalanced quote): the rest of the file \
-                 would be read as one value",
-                stats.rows
-            ),
-        )));
+}
+
+/// The first record, every field kept (bounded by `max_header_bytes`).
+fn read_header<R: io::BufRead>(
+    records: &mut Records<R>,
+    limits: &ReaderLimits,
+) -> Result<csv::ByteRecord, ReadError> {
+    let mut headers = csv::ByteRecord::new();
+    let mut cur = Vec::new();
+    let next = records.next(|i, piece| {
+        while headers.len() < i {
+            headers.push_field(&cur);
+            cur.clear();
+        }
+        cur.extend_from_slice(piece);
+    })?;
+    match next {
+        Next::End => Err(ReadError::Empty),
+        Next::UnclosedQuote => Err(ReadError::UnclosedQuote { row: 0 }),
+        Next::Record(r) if r.too_long => Err(ReadError::HeaderTooLong {
+            limit: limits.max_header_bytes,
+        }),
+        Next::Record(r) => {
+            while headers.len() < r.fields {
+                headers.push_field(&cur);
+                cur.clear();
+            }
+            Ok(headers)
+        }
     }
-    Ok(stats)
 }
 
 /// Reads a whole (already opened) cohort into a deduplicated sorted digest set.
@@ -286,8 +273,18 @@ pub fn digest_cohort<R: Read>(
     column: &str,
     normalizer: &Normalizer,
 ) -> Result<CohortDigests, ReadError> {
+    digest_cohort_with(input, column, normalizer, &ReaderLimits::default())
+}
+
+/// `digest_cohort` within `limits`.
+pub fn digest_cohort_with<R: Read>(
+    input: R,
+    column: &str,
+    normalizer: &Normalizer,
+    limits: &ReaderLimits,
+) -> Result<CohortDigests, ReadError> {
     let mut all = Vec::new();
-    let stats = scan_cohort(input, column, normalizer, |d| all.push(d))?;
+    let stats = scan_cohort_with(input, column, normalizer, limits, |d| all.push(d))?;
     let (set, duplicates) = DigestSet::from_unsorted(all);
     Ok(CohortDigests {
         set,
@@ -296,13 +293,30 @@ pub fn digest_cohort<R: Read>(
     })
 }
 
-/// Convenience for tests and tools: opens (gunzip/BOM) and digests a byte source.
+/// Opens (gunzip/BOM) and digests a byte source with the default limits (`ReaderLimits::default()`).
 pub fn digest_reader<R: Read + Send + 'static>(
     raw: R,
     name_says_gzip: bool,
     column: &str,
     normalizer: &Normalizer,
 ) -> Result<CohortDigests, ReadError> {
-    let input = open_maybe_gzip(raw, name_says_gzip)?;
-    digest_cohort(input, column, normalizer)
+    digest_reader_with(
+        raw,
+        name_says_gzip,
+        column,
+        normalizer,
+        &ReaderLimits::default(),
+    )
+}
+
+/// Opens (gunzip/BOM) and digests a byte source within `limits`; the engine and the CLI read through here.
+pub fn digest_reader_with<R: Read + Send + 'static>(
+    raw: R,
+    name_says_gzip: bool,
+    column: &str,
+    normalizer: &Normalizer,
+    limits: &ReaderLimits,
+) -> Result<CohortDigests, ReadError> {
+    let input = open_maybe_gzip_with(raw, name_says_gzip, limits)?;
+    digest_cohort_with(input, column, normalizer, limits)
 }
