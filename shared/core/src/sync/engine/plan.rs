@@ -7,7 +7,7 @@ use super::lease::RunDone;
 use super::prepare::{Ctx, Ready};
 use super::settle::{SettleRules, settle};
 use super::{Engine, EngineError};
-use crate::cohort::reader::{CohortDigests, digest_reader};
+use crate::cohort::reader::{CohortDigests, digest_reader_with};
 use crate::digests::snapshot::SnapshotReader;
 use crate::digests::{Digest, DigestSet, diff};
 use crate::identifiers::Normalizer;
@@ -187,10 +187,12 @@ impl Engine {
             Err(e) => return Err(e.into()),
         };
         let column = mapping.amplitude_property.clone();
-        let read =
-            tokio::task::spawn_blocking(move || digest_reader(object.body, gzip, &column, &norm))
-                .await
-                .map_err(|e| EngineError::Internal(format!("reader task: {e}")))?;
+        let limits = self.settings.reader.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            digest_reader_with(object.body, gzip, &column, &norm, &limits)
+        })
+        .await
+        .map_err(|e| EngineError::Internal(format!("reader task: {e}")))?;
         Ok(read.map_err(|e| e.to_string()))
     }
 

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::cohort::reader::ReaderLimits;
 use crate::sync::batches;
 
 /// One TikTok request's timeout: the TikTok client's default (`audience_tiktok::ClientConfig`) is this.
@@ -40,6 +41,8 @@ pub struct EngineSettings {
     pub holds_before_warning: u32,
     /// How many due syncs one sweep resumes.
     pub sweep_batch: usize,
+    /// What the reader accepts (record size, decompressed bytes, gzip ratio).
+    pub reader: ReaderLimits,
     /// Where customer files and snapshots are written before upload (Lambda: /tmp).
     pub work_dir: PathBuf,
     /// At most this many TikTok request ids are kept per ledger (a DynamoDB item is at most 400 KB).
@@ -62,6 +65,7 @@ impl Default for EngineSettings {
             retry_after_failure: Duration::from_secs(15 * 60),
             holds_before_warning: 3,
             sweep_batch: 50,
+            reader: ReaderLimits::default(),
             work_dir: std::env::temp_dir(),
             max_request_ids: 200,
         }
