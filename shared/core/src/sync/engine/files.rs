@@ -1,7 +1,8 @@
 //! Customer-file mode. TikTok processes an audience for hours after every create or update and refuses
-//! edits meanwhile, so a run makes at most one edit: the create (with the whole first cohort), or one
-//! APPEND or one REMOVE, alternating so removals never starve behind adds. `get/` is read first, so a
-//! window still open costs no call from the daily budget.
+//! edits meanwhile, so a run makes one edit per processing window: the create (with the whole first
+//! cohort), or an APPEND or a REMOVE, alternating so removals never starve behind adds. `get/` is read
+//! first, so a window still open costs no call from the daily budget, and again after each edit: only when
+//! TikTok reports the audience ready already does the same run make the next edit.
 
 use chrono::{DateTime, Utc};
 
@@ -45,19 +46,36 @@ impl Engine {
         if !self.window_open(ctx, token, plan, out).await {
             return Ok(());
         }
-        let is_add = choose_add(
-            !plan.adds.is_empty(),
-            !plan.removes.is_empty(),
-            ctx.sync.progress.last_edit.as_ref(),
-        );
-        if !self.take_budget(ctx, plan, out).await? {
-            return Ok(());
+        for _ in 0..MAX_EDITS_PER_RUN {
+            let adds_left = next_start(&out.adds) < plan.adds.len();
+            let removes_left = next_start(&out.removes) < plan.removes.len();
+            if !adds_left && !removes_left {
+                break;
+            }
+            if let Some(stop) = self.before_call(ctx) {
+                out.stop(stop);
+                break;
+            }
+            let is_add = choose_add(
+                adds_left,
+                removes_left,
+                ctx.sync.progress.last_edit.as_ref(),
+            );
+            if !self.take_budget(ctx, plan, out).await?
+                || !self.edit_once(ctx, token, plan, ready, out, is_add).await
+            {
+                break;
+            }
+            // TikTok processes after an edit: another one goes only if `get/` says it is done already.
+            match self.read_status(ctx, token).await {
+                Ok(Some(v)) if v.is_valid => {}
+                _ => break,
+            }
         }
-        self.edit_once(ctx, token, plan, ready, out, is_add).await;
         Ok(())
     }
 
-    /// This window's one edit: the first call's worth of the chosen list, uploaded and applied.
+    /// One edit: the next call's worth of the chosen list, uploaded and applied. `true`: acknowledged.
     async fn edit_once(
         &self,
         ctx: &mut Ctx<'_>,
@@ -66,18 +84,21 @@ impl Engine {
         ready: &Ready,
         out: &mut Applied,
         is_add: bool,
-    ) {
+    ) -> bool {
         let list = if is_add { &plan.adds } else { &plan.removes };
+        let start = next_start(if is_add { &out.adds } else { &out.removes });
         let s = &self.settings;
-        let calls = batches::plan_file_calls(list.len(), s.digests_per_file, s.files_per_call, 0);
-        let Some(call) = calls.first() else {
-            return;
+        let calls =
+            batches::plan_file_calls(list.len() - start, s.digests_per_file, s.files_per_call, 0);
+        let Some(call) = calls.first().map(|c| shift(c, start)) else {
+            return false;
         };
+        let call = &call;
         let paths = match self.upload(ctx, token, ready, list, call, is_add).await {
             Ok(p) => p,
             Err(stop) => {
                 out.stop(stop);
-                return;
+                return false;
             }
         };
         let action = if is_add {
@@ -121,6 +142,7 @@ impl Engine {
                     "TikTok processes the audience after each edit: one edit per window, the next after {next}"
                 ));
                 out.tally.retry_at = Some(next);
+                true
             }
             Err(e) => {
                 // The attempt counts as an edit for the window: TikTok may be processing either way.
@@ -144,6 +166,7 @@ impl Engine {
                     }
                     _ => out.stop(self.stop_for(&e)),
                 }
+                false
             }
         }
     }
@@ -351,6 +374,26 @@ impl Engine {
             }
         }
         Ok(paths)
+    }
+}
+
+/// Edits one run makes at most (each needs TikTok done processing the one before).
+const MAX_EDITS_PER_RUN: usize = 4;
+
+/// Where the unsent part of a list starts (acknowledged and unanswered calls come in order).
+fn next_start(sent: &super::apply::Sent) -> usize {
+    sent.acked
+        .iter()
+        .chain(sent.unknown.iter())
+        .map(|r| r.end)
+        .max()
+        .unwrap_or(0)
+}
+
+fn shift(c: &CallBatch, by: usize) -> CallBatch {
+    CallBatch {
+        range: c.range.start + by..c.range.end + by,
+        files: c.files.iter().map(|f| f.start + by..f.end + by).collect(),
     }
 }
 
