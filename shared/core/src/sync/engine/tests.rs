@@ -39,6 +39,8 @@ struct Fake {
     /// The next write call is applied, then its answer lost / the process dies.
     lose_next: std::sync::atomic::AtomicBool,
     die_next: std::sync::atomic::AtomicBool,
+    /// TikTok done processing at once (as the sandbox with its processing rule off).
+    instant: bool,
 }
 
 const WINDOW: i64 = 6 * 3600;
@@ -48,7 +50,7 @@ impl Fake {
         self.clock.as_ref().map(|c| c.now()).unwrap_or_default()
     }
     fn processing(&self, edited: Option<DateTime<Utc>>) -> bool {
-        edited.is_some_and(|t| (self.now() - t).num_seconds() < WINDOW)
+        !self.instant && edited.is_some_and(|t| (self.now() - t).num_seconds() < WINDOW)
     }
     fn members(&self, id: &str) -> BTreeSet<Digest> {
         self.audiences
@@ -247,6 +249,10 @@ struct T {
 }
 
 async fn world(mode: WriteMode) -> (T, SyncConfig) {
+    world_with(mode, false).await
+}
+
+async fn world_with(mode: WriteMode, instant: bool) -> (T, SyncConfig) {
     let clock = Arc::new(TestClock(Mutex::new(Utc::now())));
     let state = Arc::new(MemoryStateStore::new());
     let vault = Arc::new(MemoryVault::new());
@@ -254,6 +260,7 @@ async fn world(mode: WriteMode) -> (T, SyncConfig) {
     let invoker = Arc::new(RecordingInvoker::new());
     let tiktok = Arc::new(Fake {
         clock: Some(clock.clone()),
+        instant,
         ..Fake::default()
     });
     let dir = tempfile::tempdir().unwrap();
@@ -523,4 +530,13 @@ async fn a_run_killed_mid_apply_is_finished_by_the_sweeper() {
             "{mode:?} {runs:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_processed_audience_takes_the_next_edit_in_the_same_run() {
+    let (t, _) = world_with(WriteMode::CustomerFile, true).await;
+    t.upload_event(&t.upload(1, 0..100)).await;
+    let out = t.upload_event(&t.upload(2, 30..160)).await;
+    assert!(matches!(&out[..], [Outcome::Run { state: RunState::Succeeded, reason: None, .. }]), "{out:?}");
+    assert_eq!(t.members().await, want(30..160));
 }
