@@ -48,6 +48,8 @@ pub const TTL_ATTRIBUTE: &str = "expire_at";
 pub struct DynamoStateStore {
     client: Client,
     table: String,
+    /// Items evaluated per Scan page of the sweeper's query (DynamoDB's default: 1 MB of items).
+    scan_page_size: Option<i32>,
 }
 
 impl DynamoStateStore {
@@ -55,7 +57,14 @@ impl DynamoStateStore {
         DynamoStateStore {
             client,
             table: table.into(),
+            scan_page_size: None,
         }
+    }
+
+    /// Small Scan pages exercise the sweeper query's pagination in tests.
+    pub fn with_scan_page_size(mut self, items: i32) -> DynamoStateStore {
+        self.scan_page_size = Some(items.max(1));
+        self
     }
 
     pub fn table(&self) -> &str {
@@ -258,7 +267,11 @@ impl StateStore for DynamoStateStore {
         syncs::create(self, sync).await
     }
 
-    async fn get_sync(&self, project_id: &str, sync_id: &str) -> Result<Option<SyncConfig>, PortError> {
+    async fn get_sync(
+        &self,
+        project_id: &str,
+        sync_id: &str,
+    ) -> Result<Option<SyncConfig>, PortError> {
         syncs::get(self, project_id, sync_id).await
     }
 

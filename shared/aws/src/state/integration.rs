@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use audience_core::model::{Advertiser, Integration, IntegrationStatus, KeyMapping, OAuthState, ids};
+use audience_core::model::{
+    Advertiser, Integration, IntegrationStatus, KeyMapping, OAuthState, ids,
+};
 use audience_core::ports::{ConsumedState, PortError, SaveMapping};
 use aws_sdk_dynamodb::types::ReturnValue;
 use chrono::{DateTime, Utc};

@@ -233,7 +233,10 @@ pub(super) async fn get_preview(
     project_id: &str,
     preview_id: &str,
 ) -> Result<Option<PreviewRecord>, PortError> {
-    match st.get_item(project_pk(project_id), &preview_sk(preview_id)).await? {
+    match st
+        .get_item(project_pk(project_id), &preview_sk(preview_id))
+        .await?
+    {
         None => Ok(None),
         Some(item) => from_json(&item, "rec_json", "preview").map(Some),
     }

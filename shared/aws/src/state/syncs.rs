@@ -93,7 +93,10 @@ pub(super) async fn get(
     project_id: &str,
     sync_id: &str,
 ) -> Result<Option<SyncConfig>, PortError> {
-    match st.get_item(project_pk(project_id), &sync_sk(sync_id)).await? {
+    match st
+        .get_item(project_pk(project_id), &sync_sk(sync_id))
+        .await?
+    {
         None => Ok(None),
         Some(item) => decode_sync(&item).map(Some),
     }
@@ -295,6 +298,7 @@ pub(super) async fn due(
             .projection_expression("pk, sk")
             .expression_attribute_values(":t", s("sync"))
             .expression_attribute_values(":now", n(now.timestamp_millis()))
+            .set_limit(st.scan_page_size)
             .set_exclusive_start_key(start.take())
             .send()
             .await
