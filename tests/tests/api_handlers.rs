@@ -1065,6 +1065,11 @@ async fn sync_lifecycle_idempotency_schedules_and_json() {
     let s = h.schedules().get_schedule(&id).await.unwrap().unwrap();
     assert!(s.enabled);
     assert_eq!(s.expression, "rate(1 day)");
+    // Resumed: a run applies what arrived while paused.
+    assert_eq!(
+        h.invoker.take(),
+        vec![json!({"trigger": "manual", "project_id": "pl", "sync_id": id})]
+    );
     for bad in [
         json!({"cadence": "weekly"}),
         json!({"paused": "yes"}),
@@ -1125,6 +1130,85 @@ async fn sync_lifecycle_idempotency_schedules_and_json() {
         .call("DELETE", &format!("/v1/projects/pl/syncs/{id2}"), None)
         .await;
     assert_eq!(r.status, 404);
+}
+
+#[tokio::test]
+async fn resuming_a_paused_sync_runs_it_and_completed_is_derived() {
+    let h = Harness::new().await;
+    h.connect_ok("pr").await;
+    h.map_email("pr").await;
+    let r = h
+        .call(
+            "POST",
+            "/v1/projects/pr/syncs",
+            Some(json!({"cohort_id": "cohR", "advertiser_id": h.adv(0), "cadence": "on_upload"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json_body()["sync_id"].as_str().unwrap().to_string();
+    let path = format!("/v1/projects/pr/syncs/{id}");
+    let patch = |body: Value| {
+        let path = path.clone();
+        let h = &h;
+        async move {
+            let r = h.call("PATCH", &path, Some(body)).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            r.json_body()
+        }
+    };
+    // Pausing (twice) and editing start nothing.
+    assert_eq!(patch(json!({"paused": true})).await["state"], "paused");
+    assert_eq!(patch(json!({"paused": true})).await["state"], "paused");
+    patch(json!({"max_removal_ratio": 0.3})).await;
+    assert!(h.invoker.payloads().is_empty());
+    // Resuming runs it once: exports that arrived while paused are applied now (the runner's trigger type).
+    assert_eq!(patch(json!({"paused": false})).await["state"], "active");
+    let manual = Trigger::Manual {
+        project_id: "pr".into(),
+        sync_id: id.clone(),
+    };
+    assert_eq!(h.invoker.take(), vec![manual.to_json()]);
+    // Already active: nothing more.
+    patch(json!({"paused": false})).await;
+    assert!(h.invoker.payloads().is_empty());
+
+    // A one-time sync whose export the engine applied shows completed (derived from its progress)...
+    patch(json!({"cadence": "one_time"})).await;
+    let key = "cohorts/cohR_2024-03-05T14:07_existing.csv";
+    as_run(&h, "pr", &id, |p| p.one_time_done = Some(key.into()), &[]).await;
+    let s = h.call("GET", &path, None).await.json_body();
+    assert_eq!(s["state"], "completed");
+    // ...is not run again by a pause and resume...
+    assert_eq!(patch(json!({"paused": true})).await["state"], "paused");
+    assert_eq!(patch(json!({"paused": false})).await["state"], "completed");
+    assert!(h.invoker.payloads().is_empty());
+    // ...and given another cadence it runs again (here: daily, its schedule enabled).
+    assert_eq!(patch(json!({"cadence": "daily"})).await["state"], "active");
+    assert!(
+        h.schedules()
+            .get_schedule(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .enabled
+    );
+
+    // Not connected: resuming starts nothing (the run could not reach TikTok).
+    patch(json!({"paused": true})).await;
+    h.state()
+        .set_integration_status("pr", IntegrationStatus::ReconnectRequired, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(patch(json!({"paused": false})).await["state"], "active");
+    assert!(h.invoker.payloads().is_empty());
+    assert!(
+        !h.schedules()
+            .get_schedule(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .enabled
+    );
 }
 
 #[tokio::test]
