@@ -13,9 +13,11 @@ use audience_app::api::{Api, ApiDeps, ApiRequest, ApiResponse, ApiSettings, Rout
 use audience_aws::{Adapters, Config};
 use audience_core::model::{
     ChangeCounts, IntegrationStatus, OAuthState, PreviewState, RunLedger, RunState, RunTrigger,
+    SyncProgress,
 };
 use audience_core::ports::memory::RecordingInvoker;
-use audience_core::ports::{Schedules, StateStore, TokenVault, update_sync_with};
+use audience_core::ports::{LeaseOutcome, Schedules, StateStore, TokenVault};
+use audience_core::sync::input::Trigger;
 use audience_sync_tests::{ACCOUNT_ID, REGION, TestEnv};
 use audience_tiktok::{AccessToken, ClientConfig, ExposeSecret, TikTokClient};
 use chrono::Utc;
@@ -1063,6 +1065,11 @@ async fn sync_lifecycle_idempotency_schedules_and_json() {
     let s = h.schedules().get_schedule(&id).await.unwrap().unwrap();
     assert!(s.enabled);
     assert_eq!(s.expression, "rate(1 day)");
+    // Resumed: a run applies what arrived while paused.
+    assert_eq!(
+        h.invoker.take(),
+        vec![json!({"trigger": "manual", "project_id": "pl", "sync_id": id})]
+    );
     for bad in [
         json!({"cadence": "weekly"}),
         json!({"paused": "yes"}),
@@ -1123,6 +1130,85 @@ async fn sync_lifecycle_idempotency_schedules_and_json() {
         .call("DELETE", &format!("/v1/projects/pl/syncs/{id2}"), None)
         .await;
     assert_eq!(r.status, 404);
+}
+
+#[tokio::test]
+async fn resuming_a_paused_sync_runs_it_and_completed_is_derived() {
+    let h = Harness::new().await;
+    h.connect_ok("pr").await;
+    h.map_email("pr").await;
+    let r = h
+        .call(
+            "POST",
+            "/v1/projects/pr/syncs",
+            Some(json!({"cohort_id": "cohR", "advertiser_id": h.adv(0), "cadence": "on_upload"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json_body()["sync_id"].as_str().unwrap().to_string();
+    let path = format!("/v1/projects/pr/syncs/{id}");
+    let patch = |body: Value| {
+        let path = path.clone();
+        let h = &h;
+        async move {
+            let r = h.call("PATCH", &path, Some(body)).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            r.json_body()
+        }
+    };
+    // Pausing (twice) and editing start nothing.
+    assert_eq!(patch(json!({"paused": true})).await["state"], "paused");
+    assert_eq!(patch(json!({"paused": true})).await["state"], "paused");
+    patch(json!({"max_removal_ratio": 0.3})).await;
+    assert!(h.invoker.payloads().is_empty());
+    // Resuming runs it once: exports that arrived while paused are applied now (the runner's trigger type).
+    assert_eq!(patch(json!({"paused": false})).await["state"], "active");
+    let manual = Trigger::Manual {
+        project_id: "pr".into(),
+        sync_id: id.clone(),
+    };
+    assert_eq!(h.invoker.take(), vec![manual.to_json()]);
+    // Already active: nothing more.
+    patch(json!({"paused": false})).await;
+    assert!(h.invoker.payloads().is_empty());
+
+    // A one-time sync whose export the engine applied shows completed (derived from its progress)...
+    patch(json!({"cadence": "one_time"})).await;
+    let key = "cohorts/cohR_2024-03-05T14:07_existing.csv";
+    as_run(&h, "pr", &id, |p| p.one_time_done = Some(key.into()), &[]).await;
+    let s = h.call("GET", &path, None).await.json_body();
+    assert_eq!(s["state"], "completed");
+    // ...is not run again by a pause and resume...
+    assert_eq!(patch(json!({"paused": true})).await["state"], "paused");
+    assert_eq!(patch(json!({"paused": false})).await["state"], "completed");
+    assert!(h.invoker.payloads().is_empty());
+    // ...and given another cadence it runs again (here: daily, its schedule enabled).
+    assert_eq!(patch(json!({"cadence": "daily"})).await["state"], "active");
+    assert!(
+        h.schedules()
+            .get_schedule(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .enabled
+    );
+
+    // Not connected: resuming starts nothing (the run could not reach TikTok).
+    patch(json!({"paused": true})).await;
+    h.state()
+        .set_integration_status("pr", IntegrationStatus::ReconnectRequired, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(patch(json!({"paused": false})).await["state"], "active");
+    assert!(h.invoker.payloads().is_empty());
+    assert!(
+        !h.schedules()
+            .get_schedule(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .enabled
+    );
 }
 
 #[tokio::test]
@@ -1252,15 +1338,14 @@ async fn disconnect_then_reconnect() {
         .await;
     let id = r.json_body()["sync_id"].as_str().unwrap().to_string();
     // As if a run had created the audience.
-    update_sync_with(h.state(), "pd", &id, |s| {
-        s.progress.tiktok_audience_id = Some("900000000000000001".into())
-    })
-    .await
-    .unwrap();
-    h.state()
-        .put_run(&ledger("pd", &id, &ulid::Ulid::new().to_string()))
-        .await
-        .unwrap();
+    as_run(
+        &h,
+        "pd",
+        &id,
+        |p| p.tiktok_audience_id = Some("900000000000000001".into()),
+        &[ledger("pd", &id, &ulid::Ulid::new().to_string())],
+    )
+    .await;
     let token = h.token("pd").await.unwrap();
 
     let r = h.call("DELETE", "/v1/projects/pd/integration", None).await;
@@ -1409,8 +1494,54 @@ fn ledger(project: &str, sync_id: &str, run_id: &str) -> RunLedger {
         removes: ChangeCounts::default(),
         tiktok_calls: 3,
         tiktok_request_ids: vec!["req-1".into()],
-        checkpoint: Some(json!({"secret_engine_state": true})),
+        uncertain_resent: 0,
+        uncertain_left: 0,
+        fence: 1,
     }
+}
+
+/// Writes what a run writes, through the engine's calls (lease, fenced progress and ledgers, release): the
+/// API's own `update_sync` never touches progress.
+async fn as_run(
+    h: &Harness,
+    project: &str,
+    sync_id: &str,
+    change: impl FnOnce(&mut SyncProgress),
+    runs: &[RunLedger],
+) {
+    let st = h.state();
+    let holder = ulid::Ulid::new().to_string();
+    let lease = match st
+        .acquire_lease(
+            project,
+            sync_id,
+            &holder,
+            Duration::from_secs(60),
+            Utc::now(),
+        )
+        .await
+        .unwrap()
+    {
+        LeaseOutcome::Acquired(l) => l,
+        other => panic!("lease: {other:?}"),
+    };
+    let fence = lease.fence();
+    let mut progress = st
+        .get_sync(project, sync_id)
+        .await
+        .unwrap()
+        .expect("sync")
+        .progress;
+    change(&mut progress);
+    assert!(
+        st.save_progress(project, sync_id, &fence, &progress)
+            .await
+            .unwrap()
+    );
+    for run in runs {
+        assert!(st.put_run(&fence, run).await.unwrap(), "run {}", run.run_id);
+    }
+    assert!(st.release_lease(project, sync_id, &fence).await.unwrap());
 }
 
 #[tokio::test]
@@ -1429,10 +1560,7 @@ async fn runs_are_paginated_newest_first() {
     let mut run_ids = Vec::new();
     for _ in 0..3 {
         let run_id = ulid::Ulid::new().to_string();
-        h.state()
-            .put_run(&ledger("pn", &id, &run_id))
-            .await
-            .unwrap();
+        as_run(&h, "pn", &id, |_| {}, &[ledger("pn", &id, &run_id)]).await;
         run_ids.push(run_id);
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -1458,7 +1586,7 @@ async fn runs_are_paginated_newest_first() {
     assert_eq!(page2["runs"].as_array().unwrap().len(), 1);
     assert_eq!(page2["runs"][0]["run_id"], run_ids[0].as_str());
     assert_eq!(page2["next_cursor"], Value::Null);
-    // Default page, exact run JSON (no engine checkpoint).
+    // Default page, exact run JSON (no engine field such as the fence).
     let r = h.call("GET", &base, None).await;
     assert_eq!(r.json_body()["runs"].as_array().unwrap().len(), 3);
     let one = h.call("GET", &format!("{base}/{}", run_ids[0]), None).await;
@@ -1472,13 +1600,9 @@ async fn runs_are_paginated_newest_first() {
         run["adds"],
         json!({"planned": 7, "applied": 7, "held": 0, "deferred": 0})
     );
-    assert!(!one.text().contains("secret_engine_state"));
     // The sync's last_run uses the same shape.
-    update_sync_with(h.state(), "pn", &id, |s| {
-        s.progress.last_run = Some(ledger("pn", &s.sync_id, "01J0000000000000000000000Z"))
-    })
-    .await
-    .unwrap();
+    let last = ledger("pn", &id, "01J0000000000000000000000Z");
+    as_run(&h, "pn", &id, |p| p.last_run = Some(last), &[]).await;
     let s = h
         .call("GET", &format!("/v1/projects/pn/syncs/{id}"), None)
         .await
@@ -1708,10 +1832,14 @@ async fn openapi_document_matches_the_router() {
     .await;
     h.call("POST", &format!("{p}/syncs/{id}/run"), None).await;
     h.call("POST", &format!("{p}/syncs/NOSUCH/run"), None).await;
-    h.state()
-        .put_run(&ledger("oa", &id, &ulid::Ulid::new().to_string()))
-        .await
-        .unwrap();
+    as_run(
+        &h,
+        "oa",
+        &id,
+        |_| {},
+        &[ledger("oa", &id, &ulid::Ulid::new().to_string())],
+    )
+    .await;
     let runs = h
         .call("GET", &format!("{p}/syncs/{id}/runs?limit=1"), None)
         .await;

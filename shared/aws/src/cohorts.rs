@@ -4,8 +4,9 @@
 //! Key layout (prefixes from `Config`):
 //! - exports: `<cohort_prefix>/<anything>/[<integer>_]<cohortID>_<timestamp>_<difftype>[_<routingkey>].csv[.gz]`
 //!   (raw keys; listed by cohort, see `audience_core::cohort::listing`)
-//! - committed snapshot: `<snapshot_prefix>/<project_id>/<sync_id>/committed.snapshot` (fixed key; the bucket
-//!   versions it, so a pointer names the exact version)
+//! - snapshots: `<snapshot_prefix>/<project_id>/<sync_id>/<name>.snapshot` (a name unique to the run and
+//!   fence that wrote it: an object is never overwritten, so no noncurrent-version rule can expire a
+//!   committed one; the pointer still names the exact version)
 //! - run report: `<report_prefix>/<project_id>/<sync_id>/runs/<run_id>.json`
 //! - preview report: `<report_prefix>/<project_id>/previews/<preview_id>.json`
 
@@ -82,12 +83,12 @@ impl S3CohortStore {
         &self.bucket
     }
 
-    pub fn snapshot_key(&self, project_id: &str, sync_id: &str) -> String {
+    pub fn snapshot_key(&self, project_id: &str, sync_id: &str, name: &str) -> String {
         join_key(&[
             &self.snapshot_prefix,
             project_id,
             sync_id,
-            "committed.snapshot",
+            &format!("{name}.snapshot"),
         ])
     }
 
@@ -208,8 +209,8 @@ impl S3CohortStore {
         Ok(key.to_string())
     }
 
-    /// Deletes every version (and delete marker) under a prefix.
-    async fn delete_prefix(&self, prefix: &str) -> Result<(), PortError> {
+    /// Deletes every version (and delete marker) under a prefix; with `exact`, of that one key only.
+    async fn delete_versions(&self, prefix: &str, exact: bool) -> Result<(), PortError> {
         let mut key_marker: Option<String> = None;
         let mut version_marker: Option<String> = None;
         loop {
@@ -224,13 +225,14 @@ impl S3CohortStore {
                 .await
                 .map_err(|e| unavailable(SERVICE, e))?;
             let mut ids = Vec::new();
+            let wanted = |k: &str| !exact || k == prefix;
             for v in out.versions() {
-                if let Some(k) = v.key() {
+                if let Some(k) = v.key().filter(|k| wanted(k)) {
                     ids.push((k.to_string(), v.version_id().map(str::to_string)));
                 }
             }
             for m in out.delete_markers() {
-                if let Some(k) = m.key() {
+                if let Some(k) = m.key().filter(|k| wanted(k)) {
                     ids.push((k.to_string(), m.version_id().map(str::to_string)));
                 }
             }
@@ -317,9 +319,11 @@ impl CohortStore for S3CohortStore {
         &self,
         project_id: &str,
         sync_id: &str,
+        name: &str,
         file: &Path,
     ) -> Result<SnapshotRef, PortError> {
-        let key = self.snapshot_key(project_id, sync_id);
+        audience_core::model::ids::check("snapshot name", name)?;
+        let key = self.snapshot_key(project_id, sync_id, name);
         let size = tokio::fs::metadata(file)
             .await
             .map_err(|e| PortError::Invalid(format!("snapshot file {}: {e}", file.display())))?
@@ -347,6 +351,10 @@ impl CohortStore for S3CohortStore {
         })
     }
 
+    async fn delete_snapshot(&self, snapshot: &SnapshotRef) -> Result<(), PortError> {
+        self.delete_versions(&snapshot.key, true).await
+    }
+
     async fn open_snapshot(&self, snapshot: &SnapshotRef) -> Result<ObjectReader, PortError> {
         let reader = self
             .get(&snapshot.key, snapshot.version_id.as_deref())
@@ -370,6 +378,16 @@ impl CohortStore for S3CohortStore {
         report: &serde_json::Value,
     ) -> Result<String, PortError> {
         self.put_json(&self.run_report_key(project_id, sync_id, run_id), report)
+            .await
+    }
+
+    async fn delete_run_report(
+        &self,
+        project_id: &str,
+        sync_id: &str,
+        run_id: &str,
+    ) -> Result<(), PortError> {
+        self.delete_versions(&self.run_report_key(project_id, sync_id, run_id), true)
             .await
     }
 
@@ -413,7 +431,7 @@ impl CohortStore for S3CohortStore {
             join_key(&[&self.snapshot_prefix, project_id, sync_id])
         );
         let reports = format!("{}/", join_key(&[&self.report_prefix, project_id, sync_id]));
-        self.delete_prefix(&snapshots).await?;
-        self.delete_prefix(&reports).await
+        self.delete_versions(&snapshots, false).await?;
+        self.delete_versions(&reports, false).await
     }
 }

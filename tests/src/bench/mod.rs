@@ -163,10 +163,22 @@ impl CohortStore for TimedStore {
         let r = self.timeline.time("s3.open", self.inner.open(key)).await?;
         Ok(self.wrap(r, "export.stream"))
     }
-    async fn put_snapshot(&self, p: &str, s: &str, file: &Path) -> Result<SnapshotRef, PortError> {
+    async fn put_snapshot(
+        &self,
+        p: &str,
+        s: &str,
+        name: &str,
+        file: &Path,
+    ) -> Result<SnapshotRef, PortError> {
         self.timeline
-            .time("s3.put_snapshot", self.inner.put_snapshot(p, s, file))
+            .time("s3.put_snapshot", self.inner.put_snapshot(p, s, name, file))
             .await
+    }
+    async fn delete_snapshot(&self, snapshot: &SnapshotRef) -> Result<(), PortError> {
+        self.inner.delete_snapshot(snapshot).await
+    }
+    async fn delete_run_report(&self, p: &str, s: &str, r: &str) -> Result<(), PortError> {
+        self.inner.delete_run_report(p, s, r).await
     }
     async fn open_snapshot(&self, snapshot: &SnapshotRef) -> Result<ObjectReader, PortError> {
         let r = self

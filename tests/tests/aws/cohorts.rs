@@ -239,21 +239,26 @@ async fn snapshot_round_trip_and_versions() {
     let first = digest_set(1, 5000);
     let second = digest_set(2, 300);
     let r1 = s
-        .put_snapshot("proj1", "SYNC1", &write("a.snap", &first))
+        .put_snapshot("proj1", "SYNC1", "run1-1", &write("a.snap", &first))
         .await
         .unwrap();
-    assert_eq!(r1.key, "snap/proj1/SYNC1/committed.snapshot");
+    assert_eq!(r1.key, "snap/proj1/SYNC1/run1-1.snapshot");
     assert_eq!(
         r1.size,
         std::fs::metadata(dir.path().join("a.snap")).unwrap().len()
     );
     assert!(r1.version_id.is_some(), "the bucket is versioned");
+    // Every snapshot has a name of its own: nothing is overwritten (no noncurrent committed version).
     let r2 = s
-        .put_snapshot("proj1", "SYNC1", &write("b.snap", &second))
+        .put_snapshot("proj1", "SYNC1", "run2-2", &write("b.snap", &second))
         .await
         .unwrap();
-    assert_eq!(r2.key, r1.key);
-    assert_ne!(r2.version_id, r1.version_id);
+    assert_ne!(r2.key, r1.key);
+    assert!(matches!(
+        s.put_snapshot("proj1", "SYNC1", "../x", &write("c.snap", &second))
+            .await,
+        Err(PortError::Invalid(_))
+    ));
 
     let read = |reader: audience_core::ports::ObjectReader| {
         tokio::task::spawn_blocking(move || read_snapshot(reader.body, KeyKind::Email))
@@ -288,6 +293,65 @@ async fn snapshot_round_trip_and_versions() {
     let pkey = s.put_preview_report("proj1", "PV1", &report).await.unwrap();
     assert_eq!(pkey, "reports/proj1/previews/PV1.json");
     assert!(s.get_report("reports/none.json").await.unwrap().is_none());
+
+    // One snapshot removed for good (every version of its key), its neighbours kept.
+    let r10 = s
+        .put_snapshot("proj1", "SYNC1", "run1-10", &write("d.snap", &second))
+        .await
+        .unwrap();
+    let again = s
+        .put_snapshot("proj1", "SYNC1", "run1-1", &write("e.snap", &second))
+        .await
+        .unwrap();
+    assert_eq!(again.key, r1.key);
+    s.delete_snapshot(&r1).await.unwrap();
+    let left = env
+        .clients
+        .s3
+        .list_object_versions()
+        .bucket(&env.bucket)
+        .prefix("snap/proj1/SYNC1/")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        left.delete_markers().is_empty(),
+        "removed for good, not hidden"
+    );
+    let mut left: Vec<&str> = left.versions().iter().filter_map(|v| v.key()).collect();
+    left.sort();
+    assert_eq!(
+        left,
+        vec![r10.key.as_str(), r2.key.as_str()],
+        "both versions of run1-1 gone, the others kept"
+    );
+    s.delete_snapshot(&r1).await.unwrap();
+    assert_eq!(
+        read(s.open_snapshot(&r10).await.unwrap())
+            .await
+            .unwrap()
+            .unwrap(),
+        second
+    );
+    // A run report removed (its ledger was refused), the others kept; missing is fine.
+    let key2 = s
+        .put_run_report("proj1", "SYNC1", "R2", &report)
+        .await
+        .unwrap();
+    s.delete_run_report("proj1", "SYNC1", "R2").await.unwrap();
+    s.delete_run_report("proj1", "SYNC1", "R2").await.unwrap();
+    assert!(s.get_report(&key2).await.unwrap().is_none());
+    assert_eq!(s.get_report(&key).await.unwrap(), Some(report.clone()));
+    let versions = env
+        .clients
+        .s3
+        .list_object_versions()
+        .bucket(&env.bucket)
+        .prefix(&key2)
+        .send()
+        .await
+        .unwrap();
+    assert!(versions.versions().is_empty() && versions.delete_markers().is_empty());
 
     // Deleting the sync's objects removes every snapshot version and its reports, nothing else.
     s.delete_sync_objects("proj1", "SYNC1").await.unwrap();

@@ -1,6 +1,6 @@
 //! `POST /v1/projects/{project_id}/connect` and `GET /oauth/tiktok/callback` (function `oauth-callback`).
 
-use audience_core::model::{Advertiser, IntegrationStatus, OAuthState, SyncState};
+use audience_core::model::{Advertiser, IntegrationStatus, OAuthState};
 use audience_core::ports::{ConsumedState, TikTokConnection};
 use audience_tiktok::{AccessToken, AppSecret, ExposeSecret};
 use chrono::Duration as ChronoDuration;
@@ -295,7 +295,7 @@ impl Api {
     /// theirs disabled).
     pub(crate) async fn reenable_schedules(&self, project_id: &str) -> Result<(), ApiError> {
         for s in self.deps.state.list_syncs(project_id).await? {
-            if s.cadence.is_recurring() && s.state == SyncState::Active {
+            if s.schedule_enabled(IntegrationStatus::Connected) {
                 let found = self
                     .deps
                     .schedules

@@ -1,9 +1,11 @@
 //! Syncs, their runs, and previews.
 
 use audience_core::model::{
-    Cadence, IntegrationStatus, PreviewRecord, PreviewState, SyncConfig, SyncState, WriteMode,
+    Cadence, DEFAULT_MAX_REMOVAL_RATIO, DEFAULT_MIN_CREATE_SIZE, IntegrationStatus, PreviewRecord,
+    PreviewState, SyncConfig, SyncState, WriteMode,
 };
-use audience_core::ports::{CreateSync, ScheduleRate, schedule_name, update_sync_with};
+use audience_core::ports::{CreateSync, PortError, ScheduleRate, schedule_name, update_sync_with};
+use audience_core::sync::input::Trigger;
 use audience_tiktok::AccessToken;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
@@ -16,8 +18,6 @@ use super::{Api, ApiError, ApiRequest, ApiResponse, ErrorCode, parse_body, valid
 
 /// TikTok keeps at most 400 custom audiences per advertiser.
 pub const MAX_AUDIENCES_PER_ADVERTISER: usize = 400;
-const DEFAULT_MAX_REMOVAL_RATIO: f64 = 0.5;
-const DEFAULT_MIN_CREATE_SIZE: u64 = 1000;
 const DEFAULT_RUNS_PAGE: u32 = 20;
 const MAX_RUNS_PAGE: u32 = 100;
 
@@ -211,22 +211,14 @@ impl Api {
             audience_name: name.clone(),
             max_removal_ratio: b.max_removal_ratio.unwrap_or(DEFAULT_MAX_REMOVAL_RATIO),
             min_create_size: b.min_create_size.unwrap_or(DEFAULT_MIN_CREATE_SIZE),
-            tiktok_audience_id: None,
-            audience_create_intent: None,
             schedule_name: b.cadence.is_recurring().then(|| schedule_name(&sync_id)),
             committed: None,
             pending_export: None,
-            last_run: None,
-            tiktok_status: None,
-            waiting_for_minimum: None,
-            held_removals: 0,
-            held_adds: 0,
-            deferred: 0,
-            used_export: false,
             warnings: warnings_for(b.cadence, write_mode),
             created_at: now,
             updated_at: now,
             version: 0,
+            progress: Default::default(),
         };
         let created = match st.create_sync(&sync).await? {
             CreateSync::Created(s) => s,
@@ -256,9 +248,7 @@ impl Api {
             .await?
             .is_some()
         {
-            let payload =
-                json!({"trigger": "manual", "project_id": project_id, "sync_id": created.sync_id});
-            if let Err(e) = self.deps.invoker.invoke_async(&payload).await {
+            if let Err(e) = self.invoke_manual(project_id, &created.sync_id).await {
                 warn!(sync_id = %created.sync_id, error = %e, "first run not started");
                 if let Some(w) = body.get_mut("warnings").and_then(Value::as_array_mut) {
                     w.push(json!(format!(
@@ -342,8 +332,10 @@ impl Api {
         let before = self.load_sync(project_id, sync_id).await?;
         let updated = update_sync_with(self.deps.state.as_ref(), project_id, sync_id, |s| {
             if let Some(c) = b.cadence {
+                // A completed one-time sync given another cadence runs again: `Completed` is derived from
+                // the cadence and the engine's `one_time_done` (`effective_state`), so the new cadence is
+                // enough; a `completed` stored by an older version is cleared so it cannot come back.
                 if c != s.cadence && s.state == SyncState::Completed {
-                    // A completed one-time sync given another cadence runs again.
                     s.state = SyncState::Active;
                 }
                 s.cadence = c;
@@ -364,16 +356,16 @@ impl Api {
             s.updated_at = chrono::Utc::now();
         })
         .await?;
-        // The schedule follows the sync: present for hourly/daily, enabled only while active and connected.
+        let integration = self
+            .deps
+            .state
+            .get_integration(project_id)
+            .await?
+            .map_or(IntegrationStatus::NotConnected, |i| i.status);
+        // The schedule follows the sync: present for hourly/daily, enabled by the one rule.
         match rate_of(updated.cadence) {
             Some(rate) => {
-                let connected = self
-                    .deps
-                    .state
-                    .get_integration(project_id)
-                    .await?
-                    .is_some_and(|i| i.status == IntegrationStatus::Connected);
-                let enabled = updated.state == SyncState::Active && connected;
+                let enabled = updated.schedule_enabled(integration);
                 self.deps
                     .schedules
                     .upsert_schedule(project_id, sync_id, rate, enabled)
@@ -384,7 +376,31 @@ impl Api {
             }
             None => {}
         }
-        Ok(ApiResponse::json(200, &sync_json(&updated)))
+        let mut body = sync_json(&updated);
+        // Resumed: exports that arrived while paused are applied now, not at the next upload or schedule.
+        let resumed = before.effective_state() == SyncState::Paused
+            && updated.effective_state() == SyncState::Active;
+        if resumed && integration == IntegrationStatus::Connected {
+            if let Err(e) = self.invoke_manual(project_id, sync_id).await {
+                warn!(sync_id, error = %e, "run after resume not started");
+                if let Some(w) = body.get_mut("warnings").and_then(Value::as_array_mut) {
+                    w.push(json!(format!(
+                        "the run applying exports that arrived while paused could not be started ({e}); \
+                         start it with POST .../syncs/{sync_id}/run"
+                    )));
+                }
+            }
+        }
+        Ok(ApiResponse::json(200, &body))
+    }
+
+    /// Starts a run now (the runner applies the cohort's newest export).
+    async fn invoke_manual(&self, project_id: &str, sync_id: &str) -> Result<(), PortError> {
+        let t = Trigger::Manual {
+            project_id: project_id.to_string(),
+            sync_id: sync_id.to_string(),
+        };
+        self.deps.invoker.invoke_async(&t.to_json()).await
     }
 
     pub(crate) async fn delete_sync(
@@ -427,8 +443,7 @@ impl Api {
         if !connected {
             return Err(not_connected(project_id));
         }
-        let payload = json!({"trigger": "manual", "project_id": project_id, "sync_id": s.sync_id});
-        self.deps.invoker.invoke_async(&payload).await?;
+        self.invoke_manual(project_id, &s.sync_id).await?;
         Ok(ApiResponse::json(202, &json!({"accepted": true})))
     }
 
@@ -527,8 +542,12 @@ impl Api {
             updated_at: now,
         };
         self.deps.state.put_preview(&record).await?;
-        let payload = json!({"trigger": "preview", "project_id": project_id, "preview_id": preview_id, "s3_key": key});
-        if let Err(e) = self.deps.invoker.invoke_async(&payload).await {
+        let payload = Trigger::Preview {
+            project_id: project_id.to_string(),
+            preview_id: preview_id.clone(),
+            s3_key: key.clone(),
+        };
+        if let Err(e) = self.deps.invoker.invoke_async(&payload.to_json()).await {
             record.state = PreviewState::Failed;
             record.error =
                 Some(json!({"code": "internal", "message": "the preview could not be started"}));

@@ -45,7 +45,8 @@ pub fn sync_json(s: &SyncConfig) -> Value {
         "advertiser_id": s.advertiser_id,
         "cadence": enum_str(&s.cadence),
         "write_mode": enum_str(&s.write_mode),
-        "state": enum_str(&s.state),
+        // What the sync is doing (paused, active, or completed once a one-time sync applied its export).
+        "state": enum_str(&s.effective_state()),
         "max_removal_ratio": s.max_removal_ratio,
         "min_create_size": s.min_create_size,
         "tiktok_audience_id": s.progress.tiktok_audience_id,
