@@ -31,8 +31,6 @@ pub type Hook = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + S
 pub enum Act {
     /// TikTok applies the call; the answer never arrives (the client's retries ran out).
     LoseAnswer,
-    /// The call never returns: what a Lambda killed mid-call looks like.
-    Hang,
     /// TikTok applies the call, then the process dies before it hears the answer.
     ApplyThenHang,
     /// The call fails with this error without reaching TikTok.
@@ -101,7 +99,6 @@ impl Faulty {
                     "the answer was lost",
                 ))
             }
-            Some(Act::Hang) => std::future::pending().await,
             Some(Act::ApplyThenHang) => {
                 let _ = call.await;
                 std::future::pending().await

@@ -4,7 +4,6 @@
 use audience_core::model::{Cadence, RunState, WriteMode};
 use audience_core::ports::{LeaseOutcome, Schedules, StateStore};
 use audience_core::sync::engine::Outcome;
-use chrono::Utc;
 use serde_json::json;
 use std::io::Write;
 
@@ -186,11 +185,13 @@ async fn an_export_arriving_during_a_run_is_applied_after_it() {
             &sync.sync_id,
             "other-run",
             std::time::Duration::from_secs(60),
-            Utc::now(),
+            w.clock.now(),
         )
         .await
         .expect("lease");
-    assert!(matches!(held, LeaseOutcome::Acquired(_)));
+    let LeaseOutcome::Acquired(held) = held else {
+        panic!("lease: {held:?}")
+    };
     let k2 = w
         .upload(&cohort, "2026-11-21T10:00", &emails(100..450))
         .await;
@@ -205,19 +206,23 @@ async fn an_export_arriving_during_a_run_is_applied_after_it() {
         w.sync(&sync.sync_id).await.pending_export.map(|p| p.s3_key),
         Some(k2.clone())
     );
-    // the holder finishes: hand-off as the engine does it (take pending, release, invoke)
-    let pending = w
+    // the holder finishes: it takes the pending export with its lease (as the engine's finish does),
+    // then hands it to a new invocation
+    let fence = held.fence();
+    let finish = w
         .adapters
         .state
-        .take_pending_export(&w.project, &sync.sync_id, "other-run", Utc::now())
+        .finish_lease(&w.project, &sync.sync_id, &fence)
         .await
-        .expect("take");
+        .expect("finish");
+    let audience_core::ports::FinishOutcome::Pending(p) = finish else {
+        panic!("pending export recorded: {finish:?}")
+    };
     w.adapters
         .state
-        .release_lease(&w.project, &sync.sync_id, "other-run")
+        .release_lease(&w.project, &sync.sync_id, &fence)
         .await
         .expect("release");
-    let p = pending.expect("pending export recorded");
     let out = w.handle(json!({"trigger": "pending", "project_id": w.project, "sync_id": sync.sync_id, "s3_key": p.s3_key})).await;
     assert_eq!(states(&out), vec![RunState::Succeeded]);
     let aid = w
@@ -387,12 +392,7 @@ async fn budget_deferred_changes_are_applied_by_a_later_run() {
     // a later run with budget left (a new UTC day; here: a runner configured with the normal budget),
     // hours later, when TikTok has processed the APPEND
     w.advance_clock(crate::fixture::PROCESSING_MS);
-    let fresh = World::engine(
-        &w.config,
-        &w.adapters,
-        w.invoker.clone(),
-        crate::fixture::settings(w.work.path()),
-    );
+    let fresh = w.engine(crate::fixture::settings(w.work.path()));
     let v = audience_app::runner::handle(&fresh, w.s3_event(&k), None)
         .await
         .expect("run");

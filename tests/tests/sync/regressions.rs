@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use audience_core::model::{Cadence, RunState, SyncConfig, SyncState, WriteMode};
-use audience_core::ports::update_sync_with;
+use audience_core::ports::{CohortStore, StateStore, update_sync_with};
 use audience_core::sync::EngineSettings;
 use audience_core::sync::api::ApiErrorKind;
 use audience_core::sync::engine::Outcome;

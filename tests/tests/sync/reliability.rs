@@ -257,10 +257,7 @@ async fn crash_then_resume(mode: WriteMode, k: usize) {
         mapping_batch: 100,
         ..settings(w.work.path())
     };
-    let crashing = World::engine_with_api(
-        &w.adapters,
-        w.invoker.clone(),
-        short_lease.clone(),
+    let crashing = w.engine_with_api(short_lease.clone(),
         Arc::new(CrashAfter {
             inner: AudienceAdapter::new(test_client(&w.config, &w.adapters)),
             left: AtomicUsize::new(k),
@@ -275,11 +272,7 @@ async fn crash_then_resume(mode: WriteMode, k: usize) {
     assert!(crashed.is_err(), "the run was cut off");
     // the lease expires; the next run (the export's retry, or a schedule) converges
     tokio::time::sleep(Duration::from_millis(1600)).await;
-    let fresh = World::engine(
-        &w.config,
-        &w.adapters,
-        w.invoker.clone(),
-        settings(w.work.path()),
+    let fresh = w.engine(settings(w.work.path()),
     );
     let v: Value = audience_app::runner::handle(
         &fresh,
@@ -356,14 +349,15 @@ async fn concurrent_runners_share_the_app_rate() {
     }
     let engines: Vec<_> = (0..3)
         .map(|_| {
-            World::engine(
-                &cfg,
+            World::engine_on(
                 &adapters,
                 w.invoker.clone(),
                 EngineSettings {
                     mapping_batch: 200,
                     ..settings(w.work.path())
                 },
+                Arc::new(AudienceAdapter::new(test_client(&cfg, &adapters))),
+                w.clock.clone(),
             )
         })
         .collect();
@@ -431,10 +425,7 @@ async fn crash_then_newer_export(mode: WriteMode, k: usize) {
         mapping_batch: 100,
         ..settings(w.work.path())
     };
-    let crashing = World::engine_with_api(
-        &w.adapters,
-        w.invoker.clone(),
-        short_lease.clone(),
+    let crashing = w.engine_with_api(short_lease.clone(),
         Arc::new(CrashAfter {
             inner: AudienceAdapter::new(test_client(&w.config, &w.adapters)),
             left: AtomicUsize::new(k),
@@ -450,11 +441,7 @@ async fn crash_then_newer_export(mode: WriteMode, k: usize) {
     let third = emails(1000..2600);
     let k3 = w.upload(&cohort, "2026-11-22T10:00", &third).await;
     tokio::time::sleep(Duration::from_millis(1600)).await;
-    let fresh = World::engine(
-        &w.config,
-        &w.adapters,
-        w.invoker.clone(),
-        settings(w.work.path()),
+    let fresh = w.engine(settings(w.work.path()),
     );
     let v = audience_app::runner::handle(&fresh, w.s3_event(&k3), None)
         .await
