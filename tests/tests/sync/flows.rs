@@ -174,7 +174,10 @@ async fn one_time_runs_once_on_upload_after_creation() {
         run_state(&w.handle(w.s3_event(&k)).await),
         vec![RunState::Succeeded]
     );
-    assert_eq!(w.sync(&sync.sync_id).await.state, SyncState::Completed);
+    assert_eq!(
+        w.sync(&sync.sync_id).await.effective_state(),
+        SyncState::Completed
+    );
     check_audience(&w, &sync.sync_id, &a).await;
     // uploads after completion record no run
     let k = w
@@ -203,7 +206,10 @@ async fn one_time_with_an_existing_export_runs_on_manual_trigger() {
         .await;
     assert_eq!(run_state(&out), vec![RunState::Succeeded]);
     check_audience(&w, &sync.sync_id, &newer).await;
-    assert_eq!(w.sync(&sync.sync_id).await.state, SyncState::Completed);
+    assert_eq!(
+        w.sync(&sync.sync_id).await.effective_state(),
+        SyncState::Completed
+    );
 }
 
 #[tokio::test]

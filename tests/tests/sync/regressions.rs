@@ -467,12 +467,14 @@ async fn case08_missing_status_entry_never_forgets_the_audience() {
     let k2 = w
         .upload(&cohort, "2026-11-21T10:00", &emails(0..1700))
         .await;
+    // Not listed is not gone: the edit is tried on the same audience (TikTok would answer 40007 if it
+    // were gone, and `get/` would confirm it).
     let out = w.handle_on(&blind, w.s3_event(&k2)).await;
     assert!(
         matches!(
             out.as_slice(),
             [Outcome::Run {
-                state: RunState::Held,
+                state: RunState::Succeeded,
                 ..
             }]
         ),

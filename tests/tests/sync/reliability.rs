@@ -257,7 +257,8 @@ async fn crash_then_resume(mode: WriteMode, k: usize) {
         mapping_batch: 100,
         ..settings(w.work.path())
     };
-    let crashing = w.engine_with_api(short_lease.clone(),
+    let crashing = w.engine_with_api(
+        short_lease.clone(),
         Arc::new(CrashAfter {
             inner: AudienceAdapter::new(test_client(&w.config, &w.adapters)),
             left: AtomicUsize::new(k),
@@ -272,8 +273,7 @@ async fn crash_then_resume(mode: WriteMode, k: usize) {
     assert!(crashed.is_err(), "the run was cut off");
     // the lease expires; the next run (the export's retry, or a schedule) converges
     tokio::time::sleep(Duration::from_millis(1600)).await;
-    let fresh = w.engine(settings(w.work.path()),
-    );
+    let fresh = w.engine(settings(w.work.path()));
     let v: Value = audience_app::runner::handle(
         &fresh,
         json!({"trigger": "manual", "project_id": w.project, "sync_id": sync.sync_id}),
@@ -425,7 +425,8 @@ async fn crash_then_newer_export(mode: WriteMode, k: usize) {
         mapping_batch: 100,
         ..settings(w.work.path())
     };
-    let crashing = w.engine_with_api(short_lease.clone(),
+    let crashing = w.engine_with_api(
+        short_lease.clone(),
         Arc::new(CrashAfter {
             inner: AudienceAdapter::new(test_client(&w.config, &w.adapters)),
             left: AtomicUsize::new(k),
@@ -441,8 +442,7 @@ async fn crash_then_newer_export(mode: WriteMode, k: usize) {
     let third = emails(1000..2600);
     let k3 = w.upload(&cohort, "2026-11-22T10:00", &third).await;
     tokio::time::sleep(Duration::from_millis(1600)).await;
-    let fresh = w.engine(settings(w.work.path()),
-    );
+    let fresh = w.engine(settings(w.work.path()));
     let v = audience_app::runner::handle(&fresh, w.s3_event(&k3), None)
         .await
         .expect("run");

@@ -33,11 +33,14 @@ pub(super) struct Written {
 
 impl Engine {
     /// A run that touched nothing on TikTok: its state and reason, the counts of a refused plan.
+    /// `planned`: the run got as far as a plan (a guard refused it); otherwise what the sync owed before
+    /// (held, deferred) stays owed.
     pub(super) async fn finish_quiet(
         &self,
         ctx: Ctx<'_>,
         state: RunState,
         reason: Option<String>,
+        planned: bool,
     ) -> Result<RunDone, EngineError> {
         let mut adds = ctx.ledger.adds;
         let mut removes = ctx.ledger.removes;
@@ -50,6 +53,10 @@ impl Engine {
             }
         }
         let complete = state == RunState::UpToDate;
+        let keep = (!planned).then(|| {
+            let p = &ctx.sync.progress;
+            (p.held_adds, p.held_removals, p.deferred)
+        });
         let settled = Settled {
             state,
             reason,
@@ -61,7 +68,7 @@ impl Engine {
             notice: None,
             complete,
         };
-        self.commit(ctx, None, settled).await
+        self.commit(ctx, None, settled, keep).await
     }
 
     pub(super) fn fenced(&self, ctx: &Ctx<'_>, why: &str) -> RunDone {
@@ -77,11 +84,13 @@ impl Engine {
         }
     }
 
+    /// `keep`: the owed counts (held adds, held removals, deferred) to keep instead of this run's.
     pub(super) async fn commit(
         &self,
         mut ctx: Ctx<'_>,
         work: Option<Work<'_>>,
         s: Settled,
+        keep: Option<(u64, u64, u64)>,
     ) -> Result<RunDone, EngineError> {
         if s.next == Next::Fenced {
             return Ok(self.fenced(&ctx, "another run took the sync over"));
@@ -106,6 +115,10 @@ impl Engine {
             },
         };
         self.settle_progress(&mut ctx, &s);
+        if let Some((held_adds, held_removals, deferred)) = keep {
+            let p = &mut ctx.sync.progress;
+            (p.held_adds, p.held_removals, p.deferred) = (held_adds, held_removals, deferred);
+        }
         let done = self.write_records(&mut ctx, &s, &new_objects).await?;
         if done.next == Next::Fenced {
             return Ok(done);

@@ -263,16 +263,9 @@ impl Engine {
                 out.stop(self.stop_for(&e));
                 false
             }
-            Ok(None) => {
-                // Never forget an audience because one answer left it out: hold and look again later.
-                out.hold_rest(
-                    plan,
-                    "TikTok did not list the audience just now; the changes wait".into(),
-                );
-                out.tally.retry_at =
-                    Some(now + super::settings::chrono(self.settings.retry_after_failure));
-                false
-            }
+            // Not listed: never forgotten for that. The edit is tried; if the audience is really gone TikTok
+            // answers 40007, which `get/` confirms before the audience is given up.
+            Ok(None) => true,
             Ok(Some(v)) => match &ctx.sync.progress.last_edit {
                 Some(last) if !v.is_valid && last.at + window > now => {
                     let next = last.at + window;

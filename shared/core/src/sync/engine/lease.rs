@@ -90,12 +90,13 @@ impl Engine {
         sync_id: &str,
         start: Start,
         deadline: Option<DateTime<Utc>>,
-    ) -> Result<Outcome, EngineError> {
+    ) -> Result<Vec<Outcome>, EngineError> {
         let st = &self.deps.state;
         let (tenure, mut trigger, mut key) = match self.begin(project_id, sync_id, start).await? {
             Ok(t) => t,
-            Err(outcome) => return Ok(outcome),
+            Err(outcome) => return Ok(vec![outcome]),
         };
+        let mut outcomes = Vec::new();
         loop {
             let done = match self
                 .run_once(&tenure, project_id, sync_id, trigger, key.take(), deadline)
@@ -108,8 +109,9 @@ impl Engine {
                     return Err(e);
                 }
             };
+            outcomes.push(done.outcome);
             match done.next {
-                Next::Fenced => return Ok(done.outcome),
+                Next::Fenced => return Ok(outcomes),
                 Next::Continue => {
                     let t = Trigger::Continue {
                         project_id: project_id.to_string(),
@@ -119,41 +121,78 @@ impl Engine {
                     };
                     // Lost, this event is replaced by the sweeper once the lease expires.
                     self.deps.invoker.invoke_async(&t.to_json()).await?;
-                    return Ok(done.outcome);
+                    return Ok(outcomes);
                 }
                 Next::Done | Next::Recreate => {}
             }
-            let recreate = done.next == Next::Recreate;
-            match st.finish_lease(project_id, sync_id, &tenure.fence).await? {
-                FinishOutcome::Fenced => return Ok(done.outcome),
-                FinishOutcome::Released if !recreate => return Ok(done.outcome),
-                FinishOutcome::Released => {
-                    // Freed: the recreating run takes the lease like any other.
-                    let t = Trigger::Manual {
-                        project_id: project_id.to_string(),
-                        sync_id: sync_id.to_string(),
-                    };
-                    self.deps.invoker.invoke_async(&t.to_json()).await?;
-                    return Ok(done.outcome);
+            match self
+                .finish(
+                    &tenure,
+                    project_id,
+                    sync_id,
+                    done.next == Next::Recreate,
+                    deadline,
+                )
+                .await?
+            {
+                Some(k) => {
+                    trigger = RunTrigger::Pending;
+                    key = Some(k);
                 }
-                FinishOutcome::Pending(p) => {
-                    if self.time_short(deadline) {
-                        // Put back, free the sync, and ask for a run of it: a lost request is swept.
-                        st.set_pending_export(project_id, sync_id, &p).await?;
-                        st.release_lease(project_id, sync_id, &tenure.fence).await?;
-                        let t = Trigger::Pending {
+                None => return Ok(outcomes),
+            }
+        }
+    }
+
+    /// Ends the tenure, or (an export is pending) keeps it and returns the export to run next. A pending
+    /// export that is the one just committed is dropped: it would only be `up_to_date`.
+    async fn finish(
+        &self,
+        tenure: &Tenure,
+        project_id: &str,
+        sync_id: &str,
+        recreate: bool,
+        deadline: Option<DateTime<Utc>>,
+    ) -> Result<Option<String>, EngineError> {
+        let st = &self.deps.state;
+        loop {
+            let p = match st.finish_lease(project_id, sync_id, &tenure.fence).await? {
+                FinishOutcome::Fenced => return Ok(None),
+                FinishOutcome::Released => {
+                    if recreate {
+                        // Freed: the recreating run takes the lease like any other.
+                        let t = Trigger::Manual {
                             project_id: project_id.to_string(),
                             sync_id: sync_id.to_string(),
-                            s3_key: p.s3_key,
                         };
                         self.deps.invoker.invoke_async(&t.to_json()).await?;
-                        return Ok(done.outcome);
                     }
-                    info!(sync_id, export = %p.s3_key, "running the pending export under the same lease");
-                    trigger = RunTrigger::Pending;
-                    key = Some(p.s3_key);
+                    return Ok(None);
                 }
+                FinishOutcome::Pending(p) => p,
+            };
+            let sync = st.get_sync(project_id, sync_id).await?;
+            let committed = sync
+                .as_ref()
+                .and_then(|s| s.committed.as_ref())
+                .is_some_and(|c| c.export.s3_key == p.s3_key && c.export.etag == p.etag);
+            if committed && !recreate && sync.as_ref().is_some_and(super::prepare::nothing_owed) {
+                continue;
             }
+            if self.time_short(deadline) {
+                // Put back, free the sync, and ask for a run of it: a lost request is swept.
+                st.set_pending_export(project_id, sync_id, &p).await?;
+                st.release_lease(project_id, sync_id, &tenure.fence).await?;
+                let t = Trigger::Pending {
+                    project_id: project_id.to_string(),
+                    sync_id: sync_id.to_string(),
+                    s3_key: p.s3_key,
+                };
+                self.deps.invoker.invoke_async(&t.to_json()).await?;
+                return Ok(None);
+            }
+            info!(sync_id, export = %p.s3_key, "running the pending export under the same lease");
+            return Ok(Some(p.s3_key));
         }
     }
 

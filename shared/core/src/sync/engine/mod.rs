@@ -198,10 +198,7 @@ impl Engine {
                 fence,
             } => (project_id, sync_id, Start::Continue { holder, fence }),
         };
-        Ok(vec![
-            self.run_sync(&project_id, &sync_id, start, deadline)
-                .await?,
-        ])
+        self.run_sync(&project_id, &sync_id, start, deadline).await
     }
 
     pub(crate) async fn newest_export(
@@ -258,7 +255,7 @@ impl Engine {
                 continue;
             }
             let start = Start::fresh(RunTrigger::Upload, Some(key.to_string()));
-            out.push(
+            out.extend(
                 self.run_sync(&sync.project_id, &sync.sync_id, start, deadline)
                     .await?,
             );

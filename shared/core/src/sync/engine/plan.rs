@@ -15,6 +15,9 @@ use crate::model::{ExportRef, KeyMapping, RunState, SnapshotRef};
 use crate::ports::PortError;
 use crate::sync::guards::{self, GuardInput, GuardSettings, Verdict};
 
+/// A run that ends before apply: its state, reason, and whether a plan was made (a guard refused it).
+type Refusal = (RunState, String, bool);
+
 /// What one run sends: the diff of the cohort against the base, plus every uncertain digest in the
 /// cohort's direction (APPEND/add if in the cohort, REMOVE/delete if not; both idempotent on TikTok).
 pub(super) struct Plan {
@@ -51,9 +54,20 @@ impl Engine {
         mut ctx: Ctx<'_>,
         ready: Ready,
     ) -> Result<RunDone, EngineError> {
+        // Visible as running, with its export: a run that dies from here on is continued by the sweeper.
+        if !self
+            .deps
+            .state
+            .put_run(&ctx.tenure.fence, &ctx.ledger)
+            .await?
+        {
+            return Ok(self.fenced(&ctx, "the ledger was refused before the run began"));
+        }
         let plan = match self.plan(&mut ctx, &ready).await? {
             Ok(p) => p,
-            Err((state, reason)) => return self.finish_quiet(ctx, state, Some(reason)).await,
+            Err((state, reason, planned)) => {
+                return self.finish_quiet(ctx, state, Some(reason), planned).await;
+            }
         };
         // Before the first write: everything this run may send is uncertain until answered, so a run that
         // dies mid-apply leaves nothing unaccounted for.
@@ -91,15 +105,16 @@ impl Engine {
             applied: &applied,
             mapping: &ready.mapping,
         };
-        self.commit(ctx, Some(work), settled).await
+        self.commit(ctx, Some(work), settled, None).await
     }
 
-    /// Read, base, uncertain, diff, guards. `Err((state, reason))`: the run ends here, nothing sent.
+    /// Read, base, uncertain, diff, guards. `Err((state, reason, planned))`: the run ends here, nothing
+    /// sent (`planned`: a guard refused a plan; else the file could not be read).
     async fn plan(
         &self,
         ctx: &mut Ctx<'_>,
         ready: &Ready,
-    ) -> Result<Result<Plan, (RunState, String)>, EngineError> {
+    ) -> Result<Result<Plan, Refusal>, EngineError> {
         let key = ready.export.s3_key.clone();
         // Read whole before anything else: a broken file never changes an audience.
         let read = match self.read_export(&key, &ready.mapping).await? {
@@ -108,6 +123,7 @@ impl Engine {
                 return Ok(Err((
                     RunState::Failed,
                     format!("the export could not be used: {why}"),
+                    false,
                 )));
             }
         };
@@ -155,7 +171,7 @@ impl Engine {
             if state == RunState::WaitingForMinimum {
                 ctx.sync.progress.waiting_for_minimum = Some(counts.unique);
             }
-            return Ok(Err((state, reason)));
+            return Ok(Err((state, reason, true)));
         }
         ctx.sync.progress.waiting_for_minimum = None;
         Ok(Ok(Plan {

@@ -92,7 +92,6 @@ impl Engine {
         if !st
             .save_progress(project_id, sync_id, &tenure.fence, &ctx.sync.progress)
             .await?
-            || !st.put_run(&tenure.fence, &ctx.ledger).await?
         {
             return Ok(self.fenced(
                 &ctx,
@@ -100,7 +99,7 @@ impl Engine {
             ));
         }
         match self.prepare(&mut ctx, key).await? {
-            Prepared::Quiet { state, reason } => self.finish_quiet(ctx, state, reason).await,
+            Prepared::Quiet { state, reason } => self.finish_quiet(ctx, state, reason, false).await,
             Prepared::Go(ready) => self.plan_and_apply(ctx, *ready).await,
         }
     }

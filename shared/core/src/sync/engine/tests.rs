@@ -537,6 +537,16 @@ async fn a_processed_audience_takes_the_next_edit_in_the_same_run() {
     let (t, _) = world_with(WriteMode::CustomerFile, true).await;
     t.upload_event(&t.upload(1, 0..100)).await;
     let out = t.upload_event(&t.upload(2, 30..160)).await;
-    assert!(matches!(&out[..], [Outcome::Run { state: RunState::Succeeded, reason: None, .. }]), "{out:?}");
+    assert!(
+        matches!(
+            &out[..],
+            [Outcome::Run {
+                state: RunState::Succeeded,
+                reason: None,
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
     assert_eq!(t.members().await, want(30..160));
 }
