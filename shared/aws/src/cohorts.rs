@@ -4,8 +4,9 @@
 //! Key layout (prefixes from `Config`):
 //! - exports: `<cohort_prefix>/<anything>/[<integer>_]<cohortID>_<timestamp>_<difftype>[_<routingkey>].csv[.gz]`
 //!   (raw keys; listed by cohort, see `audience_core::cohort::listing`)
-//! - committed snapshot: `<snapshot_prefix>/<project_id>/<sync_id>/committed.snapshot` (fixed key; the bucket
-//!   versions it, so a pointer names the exact version)
+//! - snapshot: `<snapshot_prefix>/<project_id>/<sync_id>/<name>.snapshot`, one key per snapshot named by the
+//!   caller and never overwritten: an uncommitted write cannot make the committed snapshot a noncurrent
+//!   version (which a lifecycle rule could expire). The pointer still names the version read back.
 //! - run report: `<report_prefix>/<project_id>/<sync_id>/runs/<run_id>.json`
 //! - preview report: `<report_prefix>/<project_id>/previews/<preview_id>.json`
 
@@ -16,7 +17,9 @@ use audience_core::cohort::listing::{ListStep, is_newer, list_steps};
 use audience_core::cohort::naming::parse_export_key;
 use audience_core::cohort::unmatched;
 use audience_core::model::SnapshotRef;
-use audience_core::ports::{CohortStore, ExportObject, ObjectMeta, ObjectReader, PortError};
+use audience_core::ports::{
+    CohortStore, ExportObject, ObjectMeta, ObjectReader, PortError, check_snapshot_name,
+};
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
@@ -82,12 +85,12 @@ impl S3CohortStore {
         &self.bucket
     }
 
-    pub fn snapshot_key(&self, project_id: &str, sync_id: &str) -> String {
+    pub fn snapshot_key(&self, project_id: &str, sync_id: &str, name: &str) -> String {
         join_key(&[
             &self.snapshot_prefix,
             project_id,
             sync_id,
-            "committed.snapshot",
+            &format!("{name}.snapshot"),
         ])
     }
 
@@ -208,8 +211,8 @@ impl S3CohortStore {
         Ok(key.to_string())
     }
 
-    /// Deletes every version (and delete marker) under a prefix.
-    async fn delete_prefix(&self, prefix: &str) -> Result<(), PortError> {
+    /// Deletes every version (and delete marker) under a prefix; with `exact`, only those of that one key.
+    async fn delete_versions(&self, prefix: &str, exact: Option<&str>) -> Result<(), PortError> {
         let mut key_marker: Option<String> = None;
         let mut version_marker: Option<String> = None;
         loop {
@@ -223,14 +226,15 @@ impl S3CohortStore {
                 .send()
                 .await
                 .map_err(|e| unavailable(SERVICE, e))?;
+            let wanted = |k: &str| exact.is_none_or(|e| e == k);
             let mut ids = Vec::new();
             for v in out.versions() {
-                if let Some(k) = v.key() {
+                if let Some(k) = v.key().filter(|k| wanted(k)) {
                     ids.push((k.to_string(), v.version_id().map(str::to_string)));
                 }
             }
             for m in out.delete_markers() {
-                if let Some(k) = m.key() {
+                if let Some(k) = m.key().filter(|k| wanted(k)) {
                     ids.push((k.to_string(), m.version_id().map(str::to_string)));
                 }
             }
@@ -250,13 +254,28 @@ impl S3CohortStore {
                     .quiet(true)
                     .build()
                     .map_err(|e| PortError::Invalid(e.to_string()))?;
-                self.client
+                let done = self
+                    .client
                     .delete_objects()
                     .bucket(&self.bucket)
                     .delete(delete)
                     .send()
                     .await
                     .map_err(|e| unavailable(SERVICE, e))?;
+                // DeleteObjects answers 200 with per-key errors (AccessDenied on a version...): a version
+                // left behind keeps hashed identifiers, so it fails the call (retrying deletes the rest).
+                if let Some(e) = done.errors().first() {
+                    return Err(PortError::Unavailable {
+                        service: SERVICE,
+                        message: format!(
+                            "{} of {} versions not deleted; first: {} {}",
+                            done.errors().len(),
+                            chunk.len(),
+                            e.key().unwrap_or("?"),
+                            e.code().unwrap_or("?")
+                        ),
+                    });
+                }
             }
             if out.is_truncated() == Some(true) {
                 key_marker = out.next_key_marker;
@@ -317,9 +336,11 @@ impl CohortStore for S3CohortStore {
         &self,
         project_id: &str,
         sync_id: &str,
+        name: &str,
         file: &Path,
     ) -> Result<SnapshotRef, PortError> {
-        let key = self.snapshot_key(project_id, sync_id);
+        check_snapshot_name(name)?;
+        let key = self.snapshot_key(project_id, sync_id, name);
         let size = tokio::fs::metadata(file)
             .await
             .map_err(|e| PortError::Invalid(format!("snapshot file {}: {e}", file.display())))?
@@ -360,6 +381,20 @@ impl CohortStore for S3CohortStore {
             )));
         }
         Ok(reader)
+    }
+
+    async fn delete_snapshot(&self, snapshot: &SnapshotRef) -> Result<(), PortError> {
+        // Only a snapshot key of this store: a ref read from the state table never deletes an export.
+        let under = format!("{}/", self.snapshot_prefix);
+        if !snapshot.key.starts_with(&under) || !snapshot.key.ends_with(".snapshot") {
+            return Err(PortError::Invalid(format!(
+                "{} is not a snapshot key under {under}",
+                snapshot.key
+            )));
+        }
+        // Every version of the key, not only the ref's: a PUT retried after a lost answer leaves two.
+        self.delete_versions(&snapshot.key, Some(&snapshot.key))
+            .await
     }
 
     async fn put_run_report(
@@ -413,7 +448,14 @@ impl CohortStore for S3CohortStore {
             join_key(&[&self.snapshot_prefix, project_id, sync_id])
         );
         let reports = format!("{}/", join_key(&[&self.report_prefix, project_id, sync_id]));
-        self.delete_prefix(&snapshots).await?;
-        self.delete_prefix(&reports).await
+        self.delete_versions(&snapshots, None).await?;
+        self.delete_versions(&reports, None).await
+    }
+
+    async fn delete_project_objects(&self, project_id: &str) -> Result<(), PortError> {
+        let snapshots = format!("{}/", join_key(&[&self.snapshot_prefix, project_id]));
+        let reports = format!("{}/", join_key(&[&self.report_prefix, project_id]));
+        self.delete_versions(&snapshots, None).await?;
+        self.delete_versions(&reports, None).await
     }
 }

@@ -163,9 +163,20 @@ impl CohortStore for TimedStore {
         let r = self.timeline.time("s3.open", self.inner.open(key)).await?;
         Ok(self.wrap(r, "export.stream"))
     }
-    async fn put_snapshot(&self, p: &str, s: &str, file: &Path) -> Result<SnapshotRef, PortError> {
+    async fn put_snapshot(
+        &self,
+        p: &str,
+        s: &str,
+        name: &str,
+        file: &Path,
+    ) -> Result<SnapshotRef, PortError> {
         self.timeline
-            .time("s3.put_snapshot", self.inner.put_snapshot(p, s, file))
+            .time("s3.put_snapshot", self.inner.put_snapshot(p, s, name, file))
+            .await
+    }
+    async fn delete_snapshot(&self, snapshot: &SnapshotRef) -> Result<(), PortError> {
+        self.timeline
+            .time("s3.delete_snapshot", self.inner.delete_snapshot(snapshot))
             .await
     }
     async fn open_snapshot(&self, snapshot: &SnapshotRef) -> Result<ObjectReader, PortError> {
@@ -202,6 +213,9 @@ impl CohortStore for TimedStore {
     }
     async fn delete_sync_objects(&self, p: &str, s: &str) -> Result<(), PortError> {
         self.inner.delete_sync_objects(p, s).await
+    }
+    async fn delete_project_objects(&self, p: &str) -> Result<(), PortError> {
+        self.inner.delete_project_objects(p).await
     }
 }
 

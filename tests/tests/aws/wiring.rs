@@ -37,8 +37,8 @@ async fn adapters_from_configuration() {
             .is_none()
     );
     assert_eq!(
-        adapters.cohorts.snapshot_key("p1", "S1"),
-        "audience-sync/snapshots/p1/S1/committed.snapshot"
+        adapters.cohorts.snapshot_key("p1", "S1", "R1-1"),
+        "audience-sync/snapshots/p1/S1/R1-1.snapshot"
     );
 
     let missing = Config::from_lookup(|_| None).unwrap();

@@ -1051,7 +1051,12 @@ impl Engine {
         let snapshot = self
             .deps
             .cohorts
-            .put_snapshot(&run.sync.project_id, &run.sync.sync_id, &path)
+            .put_snapshot(
+                &run.sync.project_id,
+                &run.sync.sync_id,
+                &format!("{}-{}", run.ledger.run_id, new_id()),
+                &path,
+            )
             .await?;
         let pointer = SnapshotPointer {
             snapshot,
