@@ -21,6 +21,7 @@ use audience_core::ports::{
     CohortStore, ExportObject, ObjectMeta, ObjectReader, PortError, check_snapshot_name,
 };
 use aws_sdk_s3::Client;
+use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use chrono::{DateTime, Utc};
@@ -174,7 +175,11 @@ impl S3CohortStore {
             .await;
         let out = match res {
             Ok(out) => out,
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+            // A version id that is gone (a deleted snapshot) answers NoSuchVersion, not NoSuchKey.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_no_such_key() || s.code() == Some("NoSuchVersion")) =>
+            {
                 return Err(PortError::NotFound(format!("s3://{}/{key}", self.bucket)));
             }
             Err(e) => return Err(unavailable(SERVICE, e)),

@@ -442,3 +442,54 @@ async fn delete_snapshot_removes_every_version_of_its_key_only() {
         Err(PortError::Invalid(_))
     ));
 }
+
+/// The snapshot contract both adapters keep (the engine's tests and the simulation run on the memory one):
+/// one key per name, names checked, delete removes it for good, refs outside the snapshots refused.
+async fn snapshot_contract(s: &dyn CohortStore, dir: &std::path::Path) {
+    let file = snapshot_file(dir, "contract", &digest_set(7, 20));
+    let a = s.put_snapshot("pc", "SC", "RUNA-1", &file).await.unwrap();
+    let b = s
+        .put_snapshot("pc", "SC", "uncertain-RUNA-1", &file)
+        .await
+        .unwrap();
+    assert!(a.key.ends_with("/pc/SC/RUNA-1.snapshot"), "{}", a.key);
+    assert!(
+        b.key.ends_with("/pc/SC/uncertain-RUNA-1.snapshot"),
+        "{}",
+        b.key
+    );
+    for bad in ["", "a/b", "..", "a b", &"x".repeat(129)] {
+        let r = s.put_snapshot("pc", "SC", bad, &file).await;
+        assert!(matches!(r, Err(PortError::Invalid(_))), "{bad:?}: {r:?}");
+    }
+    assert!(
+        s.put_snapshot("pc", "SC", &"x".repeat(128), &file)
+            .await
+            .is_ok()
+    );
+    s.delete_snapshot(&a).await.unwrap();
+    assert!(matches!(
+        s.open_snapshot(&a).await,
+        Err(PortError::NotFound(_))
+    ));
+    assert!(s.open_snapshot(&b).await.is_ok(), "only that snapshot");
+    s.delete_snapshot(&a).await.unwrap(); // missing is fine
+    let mut outside = b.clone();
+    outside.key = "cohorts/x_2026-03-01T10:00_existing.csv".into();
+    assert!(matches!(
+        s.delete_snapshot(&outside).await,
+        Err(PortError::Invalid(_))
+    ));
+}
+
+#[tokio::test]
+async fn snapshot_contract_on_s3_and_in_memory() {
+    let env = TestEnv::new().await.expect("env");
+    let dir = tempfile::tempdir().unwrap();
+    snapshot_contract(&store(&env), dir.path()).await;
+    snapshot_contract(
+        &audience_core::ports::memory::MemoryCohortStore::default(),
+        dir.path(),
+    )
+    .await;
+}
