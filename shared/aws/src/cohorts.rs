@@ -23,12 +23,12 @@ use audience_core::ports::{
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use chrono::{DateTime, Utc};
 use tokio_util::io::SyncIoBridge;
 
 use crate::config::join_key;
 use crate::error::{corrupt, unavailable};
+use crate::s3_versions::Versions;
 
 const SERVICE: &str = "S3";
 
@@ -84,6 +84,13 @@ impl S3CohortStore {
 
     pub fn bucket(&self) -> &str {
         &self.bucket
+    }
+
+    fn versions(&self) -> Versions<'_> {
+        Versions {
+            client: &self.client,
+            bucket: &self.bucket,
+        }
     }
 
     pub fn snapshot_key(&self, project_id: &str, sync_id: &str, name: &str) -> String {
@@ -215,84 +222,6 @@ impl S3CohortStore {
             .map_err(|e| unavailable(SERVICE, e))?;
         Ok(key.to_string())
     }
-
-    /// Deletes every version (and delete marker) under a prefix; with `exact`, only those of that one key.
-    async fn delete_versions(&self, prefix: &str, exact: Option<&str>) -> Result<(), PortError> {
-        let mut key_marker: Option<String> = None;
-        let mut version_marker: Option<String> = None;
-        loop {
-            let out = self
-                .client
-                .list_object_versions()
-                .bucket(&self.bucket)
-                .prefix(prefix)
-                .set_key_marker(key_marker.take())
-                .set_version_id_marker(version_marker.take())
-                .send()
-                .await
-                .map_err(|e| unavailable(SERVICE, e))?;
-            let wanted = |k: &str| exact.is_none_or(|e| e == k);
-            let mut ids = Vec::new();
-            for v in out.versions() {
-                if let Some(k) = v.key().filter(|k| wanted(k)) {
-                    ids.push((k.to_string(), v.version_id().map(str::to_string)));
-                }
-            }
-            for m in out.delete_markers() {
-                if let Some(k) = m.key().filter(|k| wanted(k)) {
-                    ids.push((k.to_string(), m.version_id().map(str::to_string)));
-                }
-            }
-            for chunk in ids.chunks(1000) {
-                let objects = chunk
-                    .iter()
-                    .map(|(k, v)| {
-                        ObjectIdentifier::builder()
-                            .key(k)
-                            .set_version_id(v.clone().filter(|v| v != "null"))
-                            .build()
-                            .map_err(|e| PortError::Invalid(e.to_string()))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                let delete = Delete::builder()
-                    .set_objects(Some(objects))
-                    .quiet(true)
-                    .build()
-                    .map_err(|e| PortError::Invalid(e.to_string()))?;
-                let done = self
-                    .client
-                    .delete_objects()
-                    .bucket(&self.bucket)
-                    .delete(delete)
-                    .send()
-                    .await
-                    .map_err(|e| unavailable(SERVICE, e))?;
-                // DeleteObjects answers 200 with per-key errors (AccessDenied on a version...): a version
-                // left behind keeps hashed identifiers, so it fails the call (retrying deletes the rest).
-                if let Some(e) = done.errors().first() {
-                    return Err(PortError::Unavailable {
-                        service: SERVICE,
-                        message: format!(
-                            "{} of {} versions not deleted; first: {} {}",
-                            done.errors().len(),
-                            chunk.len(),
-                            e.key().unwrap_or("?"),
-                            e.code().unwrap_or("?")
-                        ),
-                    });
-                }
-            }
-            if out.is_truncated() == Some(true) {
-                key_marker = out.next_key_marker;
-                version_marker = out.next_version_id_marker;
-                if key_marker.is_none() {
-                    return Ok(());
-                }
-            } else {
-                return Ok(());
-            }
-        }
-    }
 }
 
 #[async_trait]
@@ -398,7 +327,8 @@ impl CohortStore for S3CohortStore {
             )));
         }
         // Every version of the key, not only the ref's: a PUT retried after a lost answer leaves two.
-        self.delete_versions(&snapshot.key, Some(&snapshot.key))
+        self.versions()
+            .delete(&snapshot.key, Some(&snapshot.key))
             .await
     }
 
@@ -453,14 +383,14 @@ impl CohortStore for S3CohortStore {
             join_key(&[&self.snapshot_prefix, project_id, sync_id])
         );
         let reports = format!("{}/", join_key(&[&self.report_prefix, project_id, sync_id]));
-        self.delete_versions(&snapshots, None).await?;
-        self.delete_versions(&reports, None).await
+        self.versions().delete(&snapshots, None).await?;
+        self.versions().delete(&reports, None).await
     }
 
     async fn delete_project_objects(&self, project_id: &str) -> Result<(), PortError> {
         let snapshots = format!("{}/", join_key(&[&self.snapshot_prefix, project_id]));
         let reports = format!("{}/", join_key(&[&self.report_prefix, project_id]));
-        self.delete_versions(&snapshots, None).await?;
-        self.delete_versions(&reports, None).await
+        self.versions().delete(&snapshots, None).await?;
+        self.versions().delete(&reports, None).await
     }
 }

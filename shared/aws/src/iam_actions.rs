@@ -104,13 +104,13 @@ pub const CALLS: &[AwsCall] = &[
     // Every version of a sync's objects (save-mapping: sync deletion, disconnect) or of one snapshot (the
     // runner: a superseded or uncommitted snapshot).
     call(
-        "cohorts.rs",
+        "s3_versions.rs",
         "list_object_versions",
         &["s3:ListBucketVersions"],
         &[R, M],
     ),
     call(
-        "cohorts.rs",
+        "s3_versions.rs",
         "delete_objects",
         &["s3:DeleteObject", "s3:DeleteObjectVersion"],
         &[R, M],
