@@ -16,7 +16,7 @@ use audience_core::model::{
     SyncProgress,
 };
 use audience_core::ports::memory::RecordingInvoker;
-use audience_core::ports::{LeaseOutcome, Schedules, StateStore, TokenVault};
+use audience_core::ports::{CohortStore, LeaseOutcome, Schedules, StateStore, TokenVault};
 use audience_core::sync::input::Trigger;
 use audience_sync_tests::{ACCOUNT_ID, REGION, TestEnv};
 use audience_tiktok::{AccessToken, ClientConfig, ExposeSecret, TikTokClient};
@@ -1323,6 +1323,132 @@ async fn audience_limit_and_tiktok_errors() {
 }
 
 // ------------------------------------------------------------------------------------------------ disconnect
+
+/// Every version and delete marker under a prefix of the harness's bucket.
+async fn versions_under(h: &Harness, prefix: &str) -> Vec<String> {
+    let out = h
+        .env
+        .clients
+        .s3
+        .list_object_versions()
+        .bucket(&h.env.bucket)
+        .prefix(prefix)
+        .send()
+        .await
+        .expect("list versions");
+    let versions = out.versions().iter().map(|v| v.key());
+    let markers = out.delete_markers().iter().map(|m| m.key());
+    versions
+        .chain(markers)
+        .map(|k| k.unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Issue 12 item 6: deleting a sync and disconnecting leave no snapshot version (hashed identifiers), no
+/// report and no run record of it, including objects of a sync the table no longer lists (a run that wrote
+/// after its sync was deleted) and the project's preview reports. Another project's objects stay.
+#[tokio::test]
+async fn delete_and_disconnect_leave_no_objects_or_runs() {
+    let h = Harness::new().await;
+    h.connect_ok("pz").await;
+    h.map_email("pz").await;
+    let mut ids = Vec::new();
+    for cohort in ["cohZ1", "cohZ2"] {
+        let body = json!({"cohort_id": cohort, "advertiser_id": h.adv(0), "cadence": "on_upload"});
+        let r = h.call("POST", "/v1/projects/pz/syncs", Some(body)).await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        ids.push(r.json_body()["sync_id"].as_str().unwrap().to_string());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.snapshot");
+    std::fs::write(&file, b"digests").unwrap();
+    let cohorts = h.adapters.cohorts.clone();
+    for sync in ids.iter().map(String::as_str).chain(["GONE1"]) {
+        let first = cohorts
+            .put_snapshot("pz", sync, "R1-1", &file)
+            .await
+            .unwrap();
+        // A retried PUT (a second version), a newer snapshot, and a plain delete: a marker over versions
+        // that still hold the digests.
+        cohorts
+            .put_snapshot("pz", sync, "R1-1", &file)
+            .await
+            .unwrap();
+        cohorts
+            .put_snapshot("pz", sync, "R2-2", &file)
+            .await
+            .unwrap();
+        h.env
+            .clients
+            .s3
+            .delete_object()
+            .bucket(&h.env.bucket)
+            .key(&first.key)
+            .send()
+            .await
+            .unwrap();
+        cohorts
+            .put_run_report("pz", sync, "R1", &json!({"rows": 1}))
+            .await
+            .unwrap();
+    }
+    for sync in &ids {
+        let run = ledger("pz", sync, &ulid::Ulid::new().to_string());
+        as_run(&h, "pz", sync, |_| {}, std::slice::from_ref(&run)).await;
+    }
+    cohorts
+        .put_preview_report("pz", "PV1", &json!({"rows": 1}))
+        .await
+        .unwrap();
+    // Another project whose id starts with this one's.
+    cohorts
+        .put_snapshot("pzz", "S1", "R1-1", &file)
+        .await
+        .unwrap();
+    let snaps = "audience-sync/snapshots";
+    let reports = "audience-sync/reports";
+    assert_eq!(
+        versions_under(&h, &format!("{snaps}/pz/{}/", ids[0]))
+            .await
+            .len(),
+        4
+    );
+
+    let r = h
+        .call("DELETE", &format!("/v1/projects/pz/syncs/{}", ids[0]), None)
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    for prefix in [snaps, reports] {
+        let left = versions_under(&h, &format!("{prefix}/pz/{}/", ids[0])).await;
+        assert!(left.is_empty(), "after the sync's deletion: {left:?}");
+    }
+    assert!(
+        h.state()
+            .list_runs(&ids[0], 10, None)
+            .await
+            .unwrap()
+            .runs
+            .is_empty()
+    );
+    let other = versions_under(&h, &format!("{snaps}/pz/{}/", ids[1])).await;
+    assert_eq!(other.len(), 4, "the other sync's objects stay");
+
+    let r = h.call("DELETE", "/v1/projects/pz/integration", None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    for prefix in [snaps, reports] {
+        let left = versions_under(&h, &format!("{prefix}/pz/")).await;
+        assert!(left.is_empty(), "after the disconnect: {left:?}");
+    }
+    assert!(
+        h.state()
+            .list_runs(&ids[1], 10, None)
+            .await
+            .unwrap()
+            .runs
+            .is_empty()
+    );
+    assert_eq!(versions_under(&h, &format!("{snaps}/pzz/")).await.len(), 1);
+}
 
 #[tokio::test]
 async fn disconnect_then_reconnect() {

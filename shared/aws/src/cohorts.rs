@@ -4,9 +4,9 @@
 //! Key layout (prefixes from `Config`):
 //! - exports: `<cohort_prefix>/<anything>/[<integer>_]<cohortID>_<timestamp>_<difftype>[_<routingkey>].csv[.gz]`
 //!   (raw keys; listed by cohort, see `audience_core::cohort::listing`)
-//! - snapshots: `<snapshot_prefix>/<project_id>/<sync_id>/<name>.snapshot` (a name unique to the run and
-//!   fence that wrote it: an object is never overwritten, so no noncurrent-version rule can expire a
-//!   committed one; the pointer still names the exact version)
+//! - snapshot: `<snapshot_prefix>/<project_id>/<sync_id>/<name>.snapshot`, one key per snapshot named by the
+//!   caller and never overwritten: an uncommitted write cannot make the committed snapshot a noncurrent
+//!   version (which a lifecycle rule could expire). The pointer still names the version read back.
 //! - run report: `<report_prefix>/<project_id>/<sync_id>/runs/<run_id>.json`
 //! - preview report: `<report_prefix>/<project_id>/previews/<preview_id>.json`
 
@@ -17,15 +17,18 @@ use audience_core::cohort::listing::{ListStep, is_newer, list_steps};
 use audience_core::cohort::naming::parse_export_key;
 use audience_core::cohort::unmatched;
 use audience_core::model::SnapshotRef;
-use audience_core::ports::{CohortStore, ExportObject, ObjectMeta, ObjectReader, PortError};
+use audience_core::ports::{
+    CohortStore, ExportObject, ObjectMeta, ObjectReader, PortError, check_snapshot_name,
+};
 use aws_sdk_s3::Client;
+use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use chrono::{DateTime, Utc};
 use tokio_util::io::SyncIoBridge;
 
 use crate::config::join_key;
 use crate::error::{corrupt, unavailable};
+use crate::s3_versions::Versions;
 
 const SERVICE: &str = "S3";
 
@@ -81,6 +84,13 @@ impl S3CohortStore {
 
     pub fn bucket(&self) -> &str {
         &self.bucket
+    }
+
+    fn versions(&self) -> Versions<'_> {
+        Versions {
+            client: &self.client,
+            bucket: &self.bucket,
+        }
     }
 
     pub fn snapshot_key(&self, project_id: &str, sync_id: &str, name: &str) -> String {
@@ -172,7 +182,11 @@ impl S3CohortStore {
             .await;
         let out = match res {
             Ok(out) => out,
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+            // A version id that is gone (a deleted snapshot) answers NoSuchVersion, not NoSuchKey.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_no_such_key() || s.code() == Some("NoSuchVersion")) =>
+            {
                 return Err(PortError::NotFound(format!("s3://{}/{key}", self.bucket)));
             }
             Err(e) => return Err(unavailable(SERVICE, e)),
@@ -207,69 +221,6 @@ impl S3CohortStore {
             .await
             .map_err(|e| unavailable(SERVICE, e))?;
         Ok(key.to_string())
-    }
-
-    /// Deletes every version (and delete marker) under a prefix; with `exact`, of that one key only.
-    async fn delete_versions(&self, prefix: &str, exact: bool) -> Result<(), PortError> {
-        let mut key_marker: Option<String> = None;
-        let mut version_marker: Option<String> = None;
-        loop {
-            let out = self
-                .client
-                .list_object_versions()
-                .bucket(&self.bucket)
-                .prefix(prefix)
-                .set_key_marker(key_marker.take())
-                .set_version_id_marker(version_marker.take())
-                .send()
-                .await
-                .map_err(|e| unavailable(SERVICE, e))?;
-            let mut ids = Vec::new();
-            let wanted = |k: &str| !exact || k == prefix;
-            for v in out.versions() {
-                if let Some(k) = v.key().filter(|k| wanted(k)) {
-                    ids.push((k.to_string(), v.version_id().map(str::to_string)));
-                }
-            }
-            for m in out.delete_markers() {
-                if let Some(k) = m.key().filter(|k| wanted(k)) {
-                    ids.push((k.to_string(), m.version_id().map(str::to_string)));
-                }
-            }
-            for chunk in ids.chunks(1000) {
-                let objects = chunk
-                    .iter()
-                    .map(|(k, v)| {
-                        ObjectIdentifier::builder()
-                            .key(k)
-                            .set_version_id(v.clone().filter(|v| v != "null"))
-                            .build()
-                            .map_err(|e| PortError::Invalid(e.to_string()))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                let delete = Delete::builder()
-                    .set_objects(Some(objects))
-                    .quiet(true)
-                    .build()
-                    .map_err(|e| PortError::Invalid(e.to_string()))?;
-                self.client
-                    .delete_objects()
-                    .bucket(&self.bucket)
-                    .delete(delete)
-                    .send()
-                    .await
-                    .map_err(|e| unavailable(SERVICE, e))?;
-            }
-            if out.is_truncated() == Some(true) {
-                key_marker = out.next_key_marker;
-                version_marker = out.next_version_id_marker;
-                if key_marker.is_none() {
-                    return Ok(());
-                }
-            } else {
-                return Ok(());
-            }
-        }
     }
 }
 
@@ -322,7 +273,7 @@ impl CohortStore for S3CohortStore {
         name: &str,
         file: &Path,
     ) -> Result<SnapshotRef, PortError> {
-        audience_core::model::ids::check("snapshot name", name)?;
+        check_snapshot_name(name)?;
         let key = self.snapshot_key(project_id, sync_id, name);
         let size = tokio::fs::metadata(file)
             .await
@@ -351,10 +302,6 @@ impl CohortStore for S3CohortStore {
         })
     }
 
-    async fn delete_snapshot(&self, snapshot: &SnapshotRef) -> Result<(), PortError> {
-        self.delete_versions(&snapshot.key, true).await
-    }
-
     async fn open_snapshot(&self, snapshot: &SnapshotRef) -> Result<ObjectReader, PortError> {
         let reader = self
             .get(&snapshot.key, snapshot.version_id.as_deref())
@@ -368,6 +315,21 @@ impl CohortStore for S3CohortStore {
             )));
         }
         Ok(reader)
+    }
+
+    async fn delete_snapshot(&self, snapshot: &SnapshotRef) -> Result<(), PortError> {
+        // Only a snapshot key of this store: a ref read from the state table never deletes an export.
+        let under = format!("{}/", self.snapshot_prefix);
+        if !snapshot.key.starts_with(&under) || !snapshot.key.ends_with(".snapshot") {
+            return Err(PortError::Invalid(format!(
+                "{} is not a snapshot key under {under}",
+                snapshot.key
+            )));
+        }
+        // Every version of the key, not only the ref's: a PUT retried after a lost answer leaves two.
+        self.versions()
+            .delete(&snapshot.key, Some(&snapshot.key))
+            .await
     }
 
     async fn put_run_report(
@@ -387,8 +349,8 @@ impl CohortStore for S3CohortStore {
         sync_id: &str,
         run_id: &str,
     ) -> Result<(), PortError> {
-        self.delete_versions(&self.run_report_key(project_id, sync_id, run_id), true)
-            .await
+        let key = self.run_report_key(project_id, sync_id, run_id);
+        self.versions().delete(&key, Some(&key)).await
     }
 
     async fn put_preview_report(
@@ -431,7 +393,14 @@ impl CohortStore for S3CohortStore {
             join_key(&[&self.snapshot_prefix, project_id, sync_id])
         );
         let reports = format!("{}/", join_key(&[&self.report_prefix, project_id, sync_id]));
-        self.delete_versions(&snapshots, false).await?;
-        self.delete_versions(&reports, false).await
+        self.versions().delete(&snapshots, None).await?;
+        self.versions().delete(&reports, None).await
+    }
+
+    async fn delete_project_objects(&self, project_id: &str) -> Result<(), PortError> {
+        let snapshots = format!("{}/", join_key(&[&self.snapshot_prefix, project_id]));
+        let reports = format!("{}/", join_key(&[&self.report_prefix, project_id]));
+        self.versions().delete(&snapshots, None).await?;
+        self.versions().delete(&reports, None).await
     }
 }

@@ -5,7 +5,7 @@
 //! | `TABLE_NAME` | all functions | (required) | the DynamoDB state table |
 //! | `BUCKET_NAME` | runner, API | (required) | bucket of cohort exports, snapshots and reports |
 //! | `COHORT_PREFIX` | runner, API | `cohorts` | where Amplitude writes exports (`""` = bucket root) |
-//! | `SNAPSHOT_PREFIX` | runner, API | `audience-sync/snapshots` | committed snapshots (versioned prefix) |
+//! | `SNAPSHOT_PREFIX` | runner, API | `audience-sync/snapshots` | snapshots (one key each, never overwritten) |
 //! | `REPORT_PREFIX` | runner, API | `audience-sync/reports` | JSON run and preview reports |
 //! | `SECRET_PREFIX` | runner, API | `audience-sync` | project secrets are `<prefix>/tiktok/<project_id>` |
 //! | `APP_CREDENTIALS_SECRET` | runner, API | `<SECRET_PREFIX>/app-credentials` | `{"app_id","secret"}` of the TikTok app |

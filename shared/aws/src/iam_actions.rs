@@ -101,17 +101,19 @@ pub const CALLS: &[AwsCall] = &[
         &[R],
     ),
     call("cohorts.rs", "put_object", &["s3:PutObject"], &[R]),
+    // Every version of a sync's objects (save-mapping: sync deletion, disconnect) or of one snapshot (the
+    // runner: a superseded or uncommitted snapshot).
     call(
-        "cohorts.rs",
+        "s3_versions.rs",
         "list_object_versions",
         &["s3:ListBucketVersions"],
-        &[M],
+        &[R, M],
     ),
     call(
-        "cohorts.rs",
+        "s3_versions.rs",
         "delete_objects",
         &["s3:DeleteObject", "s3:DeleteObjectVersion"],
-        &[M],
+        &[R, M],
     ),
     // vault.rs (Secrets Manager).
     call(

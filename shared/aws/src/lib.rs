@@ -20,6 +20,7 @@ pub mod iam_actions;
 pub mod invoker;
 pub mod provision;
 pub mod rate;
+pub mod s3_versions;
 pub mod schedules;
 pub mod state;
 pub mod vault;

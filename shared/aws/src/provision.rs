@@ -84,7 +84,7 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client, table: &str) -> Res
     Ok(())
 }
 
-/// A bucket with versioning on (the committed snapshot lives at a fixed key; pointers name versions).
+/// A bucket with versioning on, as the template makes it (pointers name the snapshot version read back).
 pub async fn create_bucket(client: &aws_sdk_s3::Client, bucket: &str) -> Result<(), PortError> {
     match client.create_bucket().bucket(bucket).send().await {
         Ok(_) => {}

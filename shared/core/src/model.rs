@@ -161,7 +161,7 @@ pub struct SnapshotPointer {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotRef {
     pub key: String,
-    /// Set when the bucket is versioned (the committed snapshot lives at a fixed key in a versioned prefix).
+    /// Set when the bucket is versioned (S3 here: versioning is bucket-wide); the exact version read back.
     #[serde(default)]
     pub version_id: Option<String>,
     #[serde(default)]

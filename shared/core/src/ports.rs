@@ -427,6 +427,23 @@ impl std::fmt::Debug for ObjectReader {
     }
 }
 
+/// Checks a snapshot name (the object is `<name>.snapshot` under the sync's snapshot prefix): 1-128 of
+/// `[A-Za-z0-9_-]`, so a name can never reach another sync's key or outside the prefix.
+pub fn check_snapshot_name(name: &str) -> Result<(), PortError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(PortError::Invalid(
+            "a snapshot name must be 1-128 characters of [A-Za-z0-9_-]".into(),
+        ))
+    }
+}
+
 /// Cohort exports, snapshots and reports (S3 in production).
 #[async_trait::async_trait]
 pub trait CohortStore: Send + Sync {
@@ -444,9 +461,9 @@ pub trait CohortStore: Send + Sync {
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, PortError>;
     /// Opens a raw key for streaming (`NotFound` when missing).
     async fn open(&self, key: &str) -> Result<ObjectReader, PortError>;
-    /// Uploads a snapshot file (streamed from disk) to the sync's fixed snapshot key.
-    /// Stores a snapshot object under a name unique to the caller (`<run>-<fence>`, `uncertain-...`): an
-    /// object is never overwritten, so no lifecycle rule can expire a committed one.
+    /// Uploads a snapshot file (streamed from disk) as the sync's snapshot object `name` (see
+    /// [`check_snapshot_name`]; `Invalid` otherwise). Every snapshot gets its own key, never overwritten: a run
+    /// that writes one and never commits it cannot turn the committed one into an old version.
     async fn put_snapshot(
         &self,
         project_id: &str,
@@ -454,7 +471,9 @@ pub trait CohortStore: Send + Sync {
         name: &str,
         file: &Path,
     ) -> Result<SnapshotRef, PortError>;
-    /// Removes a snapshot object for good (every version). Missing is fine.
+    /// Removes a snapshot object for good: every stored version of its key (and delete marker), since a plain
+    /// delete in a versioned bucket keeps the hashed identifiers. Missing is fine. `Invalid` for a ref that is
+    /// not a snapshot of this store.
     async fn delete_snapshot(&self, snapshot: &SnapshotRef) -> Result<(), PortError>;
     /// Opens a snapshot (the exact version when the ref has one).
     async fn open_snapshot(&self, snapshot: &SnapshotRef) -> Result<ObjectReader, PortError>;
@@ -482,8 +501,13 @@ pub trait CohortStore: Send + Sync {
     ) -> Result<String, PortError>;
     /// Reads a JSON report by key; `None` when missing.
     async fn get_report(&self, key: &str) -> Result<Option<serde_json::Value>, PortError>;
-    /// Deletes the sync's snapshots and reports (disconnect / sync deletion). Missing is fine.
+    /// Deletes the sync's snapshots and reports, every version of each (disconnect / sync deletion): nothing
+    /// under the sync's snapshot and report prefixes remains. Missing is fine.
     async fn delete_sync_objects(&self, project_id: &str, sync_id: &str) -> Result<(), PortError>;
+    /// Deletes every version of everything under the project's snapshot and report prefixes (disconnect):
+    /// also what belongs to no listed sync any more (a run that wrote after its sync was deleted) and preview
+    /// reports. Missing is fine.
+    async fn delete_project_objects(&self, project_id: &str) -> Result<(), PortError>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -215,6 +215,9 @@ impl CohortStore for TimedStore {
     async fn delete_sync_objects(&self, p: &str, s: &str) -> Result<(), PortError> {
         self.inner.delete_sync_objects(p, s).await
     }
+    async fn delete_project_objects(&self, p: &str) -> Result<(), PortError> {
+        self.inner.delete_project_objects(p).await
+    }
 }
 
 /// [`AudienceApi`] decorator: times every TikTok call (retries included, as the engine sees it).

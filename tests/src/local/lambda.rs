@@ -57,6 +57,12 @@ impl Runner {
             .map_err(|e| e.to_string())
     }
 
+    /// One invocation counted in [`Runner::in_flight`] until it ends (or is dropped).
+    pub async fn invoke_tracked(&self, payload: Value) -> Result<Value, String> {
+        let _counted = InFlight::new(&self.in_flight);
+        self.invoke(payload).await
+    }
+
     /// An asynchronous invocation (`Event`): returns at once; the handler runs on its own task.
     pub fn invoke_async(self: &Arc<Self>, source: &'static str, payload: Value) {
         let runner = self.clone();
@@ -85,12 +91,25 @@ impl Runner {
                 }
             }
         }
-        error!(source, input = %kind, error = %last_error, "sync-runner invocation failed after retries: dead-lettered");
+        self.dead_letter(source, &payload, &last_error, self.retry_delays.len() + 1)
+            .await;
+    }
+
+    /// Sends a failed invocation's record to the dead-letter queue, in Lambda's on-failure shape.
+    pub async fn dead_letter(
+        &self,
+        source: &'static str,
+        payload: &Value,
+        last_error: &str,
+        attempts: usize,
+    ) {
+        let kind = describe(payload);
+        error!(source, input = %kind, error = %last_error, attempts, "sync-runner invocation failed after retries: dead-lettered");
         if let Some(dl) = &self.dead_letters {
             let body = json!({
                 "requestPayload": payload,
                 "responsePayload": {"errorMessage": last_error},
-                "requestContext": {"condition": "RetriesExhausted", "approximateInvokeCount": 3},
+                "requestContext": {"condition": "RetriesExhausted", "approximateInvokeCount": attempts},
             });
             if let Err(e) = dl
                 .sqs
@@ -103,6 +122,22 @@ impl Runner {
                 error!(error = %e, "dead-letter queue unreachable");
             }
         }
+    }
+}
+
+/// Counts one invocation in flight for as long as it lives.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn new(n: &'a AtomicUsize) -> InFlight<'a> {
+        n.fetch_add(1, Ordering::SeqCst);
+        InFlight(n)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

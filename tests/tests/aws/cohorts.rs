@@ -239,10 +239,10 @@ async fn snapshot_round_trip_and_versions() {
     let first = digest_set(1, 5000);
     let second = digest_set(2, 300);
     let r1 = s
-        .put_snapshot("proj1", "SYNC1", "run1-1", &write("a.snap", &first))
+        .put_snapshot("proj1", "SYNC1", "RUN1-1", &write("a.snap", &first))
         .await
         .unwrap();
-    assert_eq!(r1.key, "snap/proj1/SYNC1/run1-1.snapshot");
+    assert_eq!(r1.key, "snap/proj1/SYNC1/RUN1-1.snapshot");
     assert_eq!(
         r1.size,
         std::fs::metadata(dir.path().join("a.snap")).unwrap().len()
@@ -250,15 +250,10 @@ async fn snapshot_round_trip_and_versions() {
     assert!(r1.version_id.is_some(), "the bucket is versioned");
     // Every snapshot has a name of its own: nothing is overwritten (no noncurrent committed version).
     let r2 = s
-        .put_snapshot("proj1", "SYNC1", "run2-2", &write("b.snap", &second))
+        .put_snapshot("proj1", "SYNC1", "RUN2-1", &write("b.snap", &second))
         .await
         .unwrap();
-    assert_ne!(r2.key, r1.key);
-    assert!(matches!(
-        s.put_snapshot("proj1", "SYNC1", "../x", &write("c.snap", &second))
-            .await,
-        Err(PortError::Invalid(_))
-    ));
+    assert_eq!(r2.key, "snap/proj1/SYNC1/RUN2-1.snapshot");
 
     let read = |reader: audience_core::ports::ObjectReader| {
         tokio::task::spawn_blocking(move || read_snapshot(reader.body, KeyKind::Email))
@@ -375,4 +370,186 @@ async fn snapshot_round_trip_and_versions() {
     assert!(versions.versions().is_empty() && versions.delete_markers().is_empty());
     assert!(s.get_report(&key).await.unwrap().is_none());
     assert_eq!(s.get_report(&pkey).await.unwrap(), Some(report));
+}
+
+/// Every version (and delete marker) stored under a prefix, as `(key, version id)`.
+async fn all_versions(env: &TestEnv, prefix: &str) -> Vec<(String, String)> {
+    let out = env
+        .clients
+        .s3
+        .list_object_versions()
+        .bucket(&env.bucket)
+        .prefix(prefix)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("list versions {prefix}: {e:?}"));
+    let versions = out
+        .versions()
+        .iter()
+        .map(|v| (v.key(), v.version_id()))
+        .chain(
+            out.delete_markers()
+                .iter()
+                .map(|m| (m.key(), m.version_id())),
+        );
+    versions
+        .map(|(k, v)| {
+            (
+                k.unwrap_or_default().to_string(),
+                v.unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn snapshot_file(dir: &std::path::Path, name: &str, set: &DigestSet) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let f = std::fs::File::create(&path).unwrap();
+    write_snapshot(std::io::BufWriter::new(f), KeyKind::Email, set)
+        .unwrap()
+        .into_inner()
+        .unwrap();
+    path
+}
+
+/// The lost-base case of issue 12 item 7: a run writes a snapshot it never commits. The committed snapshot
+/// must stay the current version of its own key (a lifecycle rule on noncurrent versions cannot touch it).
+#[tokio::test]
+async fn an_uncommitted_snapshot_never_makes_the_committed_one_noncurrent() {
+    let env = TestEnv::new().await.expect("env");
+    let s = store(&env);
+    let dir = tempfile::tempdir().unwrap();
+    let committed = s
+        .put_snapshot(
+            "p1",
+            "S1",
+            "RUNA-1",
+            &snapshot_file(dir.path(), "a", &digest_set(1, 10)),
+        )
+        .await
+        .unwrap();
+    let uncommitted = s
+        .put_snapshot(
+            "p1",
+            "S1",
+            "RUNB-2",
+            &snapshot_file(dir.path(), "b", &digest_set(2, 10)),
+        )
+        .await
+        .unwrap();
+    assert_ne!(committed.key, uncommitted.key, "one key per snapshot");
+    let versions = all_versions(&env, "snap/p1/S1/").await;
+    assert_eq!(versions.len(), 2, "{versions:?}");
+    let head = s.head(&committed.key).await.unwrap().expect("committed");
+    assert_eq!(
+        head.version_id, committed.version_id,
+        "the committed snapshot is still its key's current version"
+    );
+    // Names that could reach another key are refused before anything is written.
+    for bad in ["", "a/b", "../S2/x", "a.b", &"x".repeat(129), "é"] {
+        let r = s
+            .put_snapshot(
+                "p1",
+                "S1",
+                bad,
+                &snapshot_file(dir.path(), "c", &digest_set(3, 1)),
+            )
+            .await;
+        assert!(matches!(r, Err(PortError::Invalid(_))), "{bad:?}: {r:?}");
+    }
+    assert_eq!(all_versions(&env, "snap/").await.len(), 2);
+}
+
+/// `delete_snapshot` removes every version of that one key (a PUT retried after a lost answer leaves two,
+/// a plain delete would leave the hashed identifiers behind a delete marker), and nothing else.
+#[tokio::test]
+async fn delete_snapshot_removes_every_version_of_its_key_only() {
+    let env = TestEnv::new().await.expect("env");
+    let s = store(&env);
+    let dir = tempfile::tempdir().unwrap();
+    let file = snapshot_file(dir.path(), "a", &digest_set(1, 50));
+    let first = s.put_snapshot("p1", "S1", "RUN1-1", &file).await.unwrap();
+    // The same name again (a retried PUT) and a plain delete marker on top: three entries for one key.
+    let again = s.put_snapshot("p1", "S1", "RUN1-1", &file).await.unwrap();
+    assert_eq!(again.key, first.key);
+    env.clients
+        .s3
+        .delete_object()
+        .bucket(&env.bucket)
+        .key(&first.key)
+        .send()
+        .await
+        .unwrap();
+    // Neighbours that must survive: a name next to it, another sync's snapshot, a report.
+    let longer = s.put_snapshot("p1", "S1", "RUN1-10", &file).await.unwrap();
+    let other = s.put_snapshot("p1", "S2", "RUN1-1", &file).await.unwrap();
+    let report = s
+        .put_run_report("p1", "S1", "RUN1", &serde_json::json!({"rows": 1}))
+        .await
+        .unwrap();
+    assert_eq!(all_versions(&env, &first.key).await.len(), 3);
+    s.delete_snapshot(&first).await.unwrap();
+    let left = all_versions(&env, "snap/").await;
+    let keys: Vec<&str> = left.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, [longer.key.as_str(), other.key.as_str()], "{left:?}");
+    assert!(s.get_report(&report).await.unwrap().is_some());
+    // Missing is fine; a ref outside the snapshot prefix is refused (never an export).
+    s.delete_snapshot(&first).await.unwrap();
+    let mut export = first.clone();
+    export.key = "cohorts/Ab12cd_2026-03-01T10:00_existing.csv".into();
+    assert!(matches!(
+        s.delete_snapshot(&export).await,
+        Err(PortError::Invalid(_))
+    ));
+}
+
+/// The snapshot contract both adapters keep (the engine's tests and the simulation run on the memory one):
+/// one key per name, names checked, delete removes it for good, refs outside the snapshots refused.
+async fn snapshot_contract(s: &dyn CohortStore, dir: &std::path::Path) {
+    let file = snapshot_file(dir, "contract", &digest_set(7, 20));
+    let a = s.put_snapshot("pc", "SC", "RUNA-1", &file).await.unwrap();
+    let b = s
+        .put_snapshot("pc", "SC", "uncertain-RUNA-1", &file)
+        .await
+        .unwrap();
+    assert!(a.key.ends_with("/pc/SC/RUNA-1.snapshot"), "{}", a.key);
+    assert!(
+        b.key.ends_with("/pc/SC/uncertain-RUNA-1.snapshot"),
+        "{}",
+        b.key
+    );
+    for bad in ["", "a/b", "..", "a b", &"x".repeat(129)] {
+        let r = s.put_snapshot("pc", "SC", bad, &file).await;
+        assert!(matches!(r, Err(PortError::Invalid(_))), "{bad:?}: {r:?}");
+    }
+    assert!(
+        s.put_snapshot("pc", "SC", &"x".repeat(128), &file)
+            .await
+            .is_ok()
+    );
+    s.delete_snapshot(&a).await.unwrap();
+    assert!(matches!(
+        s.open_snapshot(&a).await,
+        Err(PortError::NotFound(_))
+    ));
+    assert!(s.open_snapshot(&b).await.is_ok(), "only that snapshot");
+    s.delete_snapshot(&a).await.unwrap(); // missing is fine
+    let mut outside = b.clone();
+    outside.key = "cohorts/x_2026-03-01T10:00_existing.csv".into();
+    assert!(matches!(
+        s.delete_snapshot(&outside).await,
+        Err(PortError::Invalid(_))
+    ));
+}
+
+#[tokio::test]
+async fn snapshot_contract_on_s3_and_in_memory() {
+    let env = TestEnv::new().await.expect("env");
+    let dir = tempfile::tempdir().unwrap();
+    snapshot_contract(&store(&env), dir.path()).await;
+    snapshot_contract(
+        &audience_core::ports::memory::MemoryCohortStore::default(),
+        dir.path(),
+    )
+    .await;
 }

@@ -197,3 +197,137 @@ async fn restart_and_check(
             .expect("audiences");
     assert_eq!(audiences.len(), 1, "one audience");
 }
+
+/// `(visible, in flight)` messages of the stack's cohort events queue (the S3 notifications).
+async fn events_queue(name: &str) -> (u64, u64) {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let sqs = aws_sdk_sqs::Client::new(&audience_sync_tests::sdk_config().await);
+    let url = sqs
+        .get_queue_url()
+        .queue_name(format!("{name}-cohort-events"))
+        .send()
+        .await
+        .expect("events queue")
+        .queue_url
+        .expect("queue url");
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .expect("queue attributes");
+    let get = |a: A| {
+        out.attributes()
+            .and_then(|m| m.get(&a))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (
+        get(A::ApproximateNumberOfMessages),
+        get(A::ApproximateNumberOfMessagesNotVisible),
+    )
+}
+
+/// Issue 12 item 2, local stack: the S3 event of a run that dies with the process stays on the queue while
+/// the run lasts, and the restarted stack receives it again and finishes the run, with no new export and no
+/// "run now". Once the run ended, the message is gone.
+#[tokio::test]
+async fn s3_event_of_a_run_killed_mid_flight_is_redelivered() {
+    let sandbox = Sandbox::start(SandboxOptions {
+        match_rate: 1.0,
+        // Processing off, as above: the interrupted run and its resumption edit one audience within the hour.
+        rules: no_processing(),
+        ..SandboxOptions::default()
+    })
+    .await
+    .expect("sandbox");
+    let name = support::stack_name();
+    let flags = [
+        "--tiktok-sandbox",
+        sandbox.base_url.as_str(),
+        "--lease-seconds",
+        "3",
+    ];
+    let p = support::project();
+    let cohort = support::cohort();
+    let t0 = Utc.with_ymd_and_hms(2026, 11, 25, 14, 0, 0).unwrap();
+    let st = support::start_named(&name, &flags).await;
+    st.connect_with_email(&p).await;
+    let sync = st
+        .create_sync(
+            &p,
+            json!({"cohort_id": cohort, "advertiser_id": st.advertiser(), "cadence": "on_upload"}),
+        )
+        .await;
+    let sid = sync["sync_id"].as_str().expect("sync_id").to_string();
+    let first = amplitude_export(&cohort, t0, &users(0..1_200), Dirt::NONE, false);
+    let k1 = st.upload(&first).await;
+    assert_eq!(st.run_of(&p, &sid, &k1).await["state"], "succeeded");
+
+    st.c.sandbox_post("/_sandbox/faults", json!({"latency_ms": 1500}))
+        .await
+        .expect("latency");
+    let before = sandbox.requests().len();
+    let second = amplitude_export(
+        &cohort,
+        t0 + chrono::Duration::hours(1),
+        &users(300..1_500),
+        Dirt::NONE,
+        false,
+    );
+    let k2 = st.upload(&second).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !sandbox.requests()[before..]
+        .iter()
+        .any(|r| r.applied && r.path.ends_with("/update/"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run reached TikTok"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The run is in progress: its event is still on the queue (received, invisible), the first one is gone.
+    assert_eq!(
+        events_queue(&name).await,
+        (0, 1),
+        "the event of the run in progress is kept"
+    );
+    drop(st); // SIGKILL mid-run
+
+    let st = support::start_named(&name, &flags).await;
+    st.c.sandbox_post("/_sandbox/faults", json!({"latency_ms": 0}))
+        .await
+        .expect("no latency");
+    // Nothing else happens: only the redelivered event can finish the interrupted run (then its own run of
+    // the same export finds it committed: `up_to_date`).
+    let resumed =
+        st.c.wait_for_run(&p, &sid, std::time::Duration::from_secs(120), |r| {
+            r["source_export"] == k2.as_str() && r["state"] == "succeeded"
+        })
+        .await;
+    if let Err(e) = resumed {
+        panic!("{e:#}\nstack log: {}", support::log_tail(&st.log));
+    }
+    st.assert_audience_is(&p, &sid, &second).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let runs = st.c.runs(&p, &sid).await.expect("runs");
+        let queue = events_queue(&name).await;
+        if queue == (0, 0) && runs.iter().all(|r| r["state"] != "running") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the event is deleted once its run ended: queue {queue:?}, runs {runs:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let audiences =
+        st.c.audiences_of(&st.advertiser())
+            .await
+            .expect("audiences");
+    assert_eq!(audiences.len(), 1, "one audience");
+}

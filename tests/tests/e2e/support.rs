@@ -88,7 +88,10 @@ pub async fn start_named(name: &str, extra: &[&str]) -> Stack {
         ulid::Ulid::new().to_string().to_lowercase()
     ));
     let err = std::fs::File::create(&log).expect("stack log file");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_audience-sync-local"));
+    // AUDIENCE_SYNC_LOCAL_BIN: a copy of the binary, for loops run while the shared target dir is rebuilt.
+    let bin = std::env::var_os("AUDIENCE_SYNC_LOCAL_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_audience-sync-local").into());
+    let mut cmd = Command::new(bin);
     // Every digest matches a TikTok user: cohorts of ~1,000-1,500 stay above TikTok's 1,000-matched minimum for
     // edits, so removals are applied rather than held (holding is the engine's integration tests' subject).
     cmd.args(["--serve", "--name", name, "--match-rate", "1"])

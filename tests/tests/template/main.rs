@@ -305,3 +305,123 @@ fn both_amplitude_access_ways() {
         "HasAmplitudeRole"
     );
 }
+
+/// Every prefix a rule's `Prefix` (or `Filter.Prefix`) can take: both branches of an `!If`; a `!Sub` on
+/// `${CohortPrefix}` with each of `cohort_prefixes`; none = the whole bucket.
+fn rule_prefixes(v: Option<&Value>, cohort_prefixes: &[String]) -> Vec<String> {
+    let Some(v) = v else {
+        return vec![String::new()];
+    };
+    // Tags first: serde_yaml's `as_str` sees through them.
+    let Some((tag, inner)) = tagged(v) else {
+        return vec![
+            v.as_str()
+                .unwrap_or_else(|| panic!("prefix {v:?}"))
+                .to_string(),
+        ];
+    };
+    match tag.as_str() {
+        "!If" => {
+            let branches = inner.as_sequence().expect("!If [c, a, b]");
+            branches[1..]
+                .iter()
+                .flat_map(|b| rule_prefixes(Some(b), cohort_prefixes))
+                .collect()
+        }
+        "!Sub" => {
+            let text = s(inner);
+            assert!(
+                !text.replace("${CohortPrefix}", "").contains("${"),
+                "prefix {text}: only CohortPrefix is modelled"
+            );
+            cohort_prefixes
+                .iter()
+                .map(|c| text.replace("${CohortPrefix}", c))
+                .collect()
+        }
+        other => panic!("prefix under {other}"),
+    }
+}
+
+/// Which of `values` CloudFormation accepts for a parameter (its AllowedPattern matched against the whole
+/// value, as Java's `matches` does; Python's `re.fullmatch` has the same lookahead semantics).
+fn allowed_values(pattern: &str, values: &[&str]) -> Vec<String> {
+    let python =
+        std::env::var("SAM_PYTHON").unwrap_or_else(|_| format!("{}/.venv-sam/bin/python", root()));
+    let script = "import json, re, sys\np, vs = json.load(sys.stdin)\n\
+                  print(json.dumps([v for v in vs if re.fullmatch(p, v)]))";
+    let mut child = std::process::Command::new(&python)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    let input = serde_json::json!([pattern, values]).to_string();
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), input.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("python");
+    assert!(out.status.success(), "python failed");
+    serde_json::from_slice(&out.stdout).expect("JSON list")
+}
+
+/// Issue 12 item 7: no lifecycle rule may ever expire a current snapshot. Snapshots are written once at their
+/// own key and removed by the code, so any expiry (current or noncurrent) reaching the snapshot prefix is one
+/// failure away from deleting a paused sync's committed base. Checked for every prefix a rule can take,
+/// including a CohortPrefix an operator may pick (`audience-sync` would put the raw-exports expiry on it).
+#[test]
+fn no_lifecycle_rule_expires_a_snapshot() {
+    const EXPIRIES: [&str; 4] = [
+        "ExpirationInDays",
+        "ExpirationDate",
+        "NoncurrentVersionExpiration",
+        "NoncurrentVersionExpirationInDays",
+    ];
+    let t = template();
+    let env = &t["Globals"]["Function"]["Environment"]["Variables"];
+    let snapshots = format!("{}/", s(&env["SNAPSHOT_PREFIX"]).trim_end_matches('/'));
+    assert!(snapshots.len() > 1, "SNAPSHOT_PREFIX is a literal");
+    let candidates = [
+        "cohorts",
+        "amplitude/exports",
+        "audience-sync",
+        "audience-sync/snapshots",
+        "audience-sync/snapshots/p1",
+        "audience-syncx",
+    ];
+    let pattern = s(&t["Parameters"]["CohortPrefix"]["AllowedPattern"]);
+    let cohort_prefixes = allowed_values(&pattern, &candidates);
+    assert!(
+        cohort_prefixes.contains(&"cohorts".to_string())
+            && cohort_prefixes.contains(&"audience-syncx".to_string()),
+        "ordinary prefixes stay allowed: {cohort_prefixes:?}"
+    );
+    let bucket = &t["Resources"]["CohortBucket"];
+    let rules = bucket["Properties"]["LifecycleConfiguration"]["Rules"]
+        .as_sequence()
+        .expect("lifecycle rules");
+    let mut covering = 0;
+    for rule in rules {
+        let id = s(&rule["Id"]);
+        if s(&rule["Status"]) == "Disabled" {
+            continue;
+        }
+        let prefix = rule.get("Prefix").or_else(|| rule["Filter"].get("Prefix"));
+        for p in rule_prefixes(prefix, &cohort_prefixes) {
+            let overlaps = snapshots.starts_with(&p) || p.starts_with(&snapshots);
+            if !overlaps {
+                continue;
+            }
+            covering += 1;
+            for e in EXPIRIES {
+                assert!(
+                    rule.get(e).is_none(),
+                    "rule {id} (prefix {p:?}) has {e}: it can expire a snapshot under {snapshots}"
+                );
+            }
+        }
+    }
+    assert!(
+        covering >= 1,
+        "the snapshot prefix has its (non-expiring) rule"
+    );
+}

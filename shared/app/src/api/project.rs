@@ -107,8 +107,10 @@ impl Api {
         }
     }
 
-    /// Disconnect: revoke the token (best effort), delete every sync with its schedule and snapshots, the
-    /// secret and the integration with its mapping. TikTok audiences are kept. Idempotent.
+    /// Disconnect: revoke the token (best effort), delete every sync with its schedule, snapshots, reports and
+    /// runs, then everything left under the project's snapshot and report prefixes (objects of syncs no longer
+    /// listed, preview reports), the secret and the integration with its mapping. TikTok audiences are kept.
+    /// Idempotent: a failed disconnect is repeated as a whole.
     pub(crate) async fn disconnect(&self, project_id: &str) -> Result<ApiResponse, ApiError> {
         if let Some(conn) = self.deps.vault.get_connection(project_id).await? {
             self.revoke(project_id, &conn).await;
@@ -120,6 +122,8 @@ impl Api {
                 kept.push(a);
             }
         }
+        // After the syncs: a run that wrote after its sync's deletion left objects no sync lists any more.
+        self.deps.cohorts.delete_project_objects(project_id).await?;
         self.deps.vault.delete_connection(project_id).await?;
         self.deps.state.delete_integration(project_id).await?;
         info!(

@@ -413,7 +413,8 @@ impl Api {
         Ok(ApiResponse::empty(204))
     }
 
-    /// Schedule, snapshots and reports, then the sync with its runs. The TikTok audience is kept.
+    /// Schedule, snapshots and reports (every version), then the sync with its runs, then the objects again.
+    /// The TikTok audience is kept.
     pub(crate) async fn remove_sync(&self, s: &SyncConfig) -> Result<(), ApiError> {
         self.deps.schedules.delete_schedule(&s.sync_id).await?;
         self.deps
@@ -423,6 +424,12 @@ impl Api {
         self.deps
             .state
             .delete_sync(&s.project_id, &s.sync_id)
+            .await?;
+        // Once more now that the record is gone: a run in flight may have written a snapshot or report since
+        // the first pass (from here on its commit fails: the sync is not found).
+        self.deps
+            .cohorts
+            .delete_sync_objects(&s.project_id, &s.sync_id)
             .await?;
         info!(project_id = %s.project_id, sync_id = %s.sync_id, "sync deleted (audience kept)");
         Ok(())

@@ -886,7 +886,7 @@ impl CohortStore for MemoryCohortStore {
         name: &str,
         file: &Path,
     ) -> Result<SnapshotRef, PortError> {
-        check_id("snapshot name", name)?;
+        crate::ports::check_snapshot_name(name)?;
         let bytes = std::fs::read(file)
             .map_err(|e| PortError::Invalid(format!("{}: {e}", file.display())))?;
         let key = format!("snapshots/{project_id}/{sync_id}/{name}.snapshot");
@@ -910,6 +910,18 @@ impl CohortStore for MemoryCohortStore {
             )));
         }
         Ok(Self::reader(obj))
+    }
+
+    async fn delete_snapshot(&self, snapshot: &SnapshotRef) -> Result<(), PortError> {
+        if !snapshot.key.starts_with("snapshots/") || !snapshot.key.ends_with(".snapshot") {
+            return Err(PortError::Invalid(format!(
+                "{} is not a snapshot key under snapshots/",
+                snapshot.key
+            )));
+        }
+        // Every version of the key, as the S3 adapter does.
+        lock(&self.objects).remove(&snapshot.key);
+        Ok(())
     }
 
     async fn put_run_report(
@@ -945,11 +957,6 @@ impl CohortStore for MemoryCohortStore {
         }
     }
 
-    async fn delete_snapshot(&self, snapshot: &SnapshotRef) -> Result<(), PortError> {
-        lock(&self.objects).remove(&snapshot.key);
-        Ok(())
-    }
-
     async fn delete_run_report(
         &self,
         project_id: &str,
@@ -966,6 +973,15 @@ impl CohortStore for MemoryCohortStore {
         let prefixes = [
             format!("snapshots/{project_id}/{sync_id}/"),
             format!("reports/{project_id}/{sync_id}/"),
+        ];
+        lock(&self.objects).retain(|k, _| !prefixes.iter().any(|p| k.starts_with(p)));
+        Ok(())
+    }
+
+    async fn delete_project_objects(&self, project_id: &str) -> Result<(), PortError> {
+        let prefixes = [
+            format!("snapshots/{project_id}/"),
+            format!("reports/{project_id}/"),
         ];
         lock(&self.objects).retain(|k, _| !prefixes.iter().any(|p| k.starts_with(p)));
         Ok(())
