@@ -61,10 +61,10 @@ pub const CALLS: &[AwsCall] = &[
     // pending exports, the sweeper's scan; oauth-callback: OAuth states, the integration, the project's
     // syncs; save-mapping: everything else.
     call("state.rs", "get_item", &["dynamodb:GetItem"], &[R, O, M]),
-    call("state.rs", "query", &["dynamodb:Query"], &[R, O, M]),
+    call("state/syncs.rs", "query", &["dynamodb:Query"], &[R, O, M]),
     // Runs deleted with their sync.
     call(
-        "state.rs",
+        "state/syncs.rs",
         "batch_write_item",
         &["dynamodb:BatchWriteItem"],
         &[M],

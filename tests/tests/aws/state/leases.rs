@@ -371,8 +371,9 @@ async fn finish_lease_vs_concurrent_set_pending_export_never_loses_it(stores: St
                     Some(e),
                     "round {round}: pending kept for the sweeper"
                 );
+                // Released for good: the fence can release nothing more.
                 assert!(
-                    stores.a.release_lease(&p, &id, &f).await.unwrap() == false,
+                    !stores.a.release_lease(&p, &id, &f).await.unwrap(),
                     "round {round}"
                 );
             }
