@@ -1,6 +1,7 @@
 //! Every AWS call the adapters make, the IAM actions it needs, and which Lambda functions make it. Kept next
 //! to the adapters so a new SDK call is added here in the same change; `tests/tests/template/iam.rs` checks
-//! that (a) each `.client.<operation>()` in this crate's sources is listed here and nothing listed is gone,
+//! that (a) each `.client.<operation>()` in this crate's sources (`state/leases.rs`: paths under `src/`) is
+//! listed here and nothing listed is gone,
 //! and (b) each function's policy in the SAM-translated template grants exactly the actions listed for it.
 
 /// A Lambda function of `infra/template.yaml`.
@@ -31,7 +32,7 @@ impl Function {
 /// One SDK operation called in one adapter file.
 #[derive(Debug)]
 pub struct AwsCall {
-    /// File under `shared/aws/src/`.
+    /// File under `shared/aws/src/` (`state/runs.rs` for a submodule).
     pub source: &'static str,
     /// The SDK fluent method (`client.<operation>()`).
     pub operation: &'static str,
@@ -56,32 +57,76 @@ const fn call(
 }
 
 pub const CALLS: &[AwsCall] = &[
-    // state.rs (DynamoDB). Runner: syncs, leases, ledgers, previews, commits, seen exports, pending exports;
-    // oauth-callback: OAuth states, the integration, the project's syncs; save-mapping: everything else.
+    // state.rs and state/*.rs (DynamoDB). Runner: syncs, leases, ledgers, previews, commits, seen exports,
+    // pending exports, the sweeper's scan; oauth-callback: OAuth states, the integration, the project's
+    // syncs; save-mapping: everything else.
     call("state.rs", "get_item", &["dynamodb:GetItem"], &[R, O, M]),
-    call("state.rs", "query", &["dynamodb:Query"], &[R, O, M]),
-    call(
-        "state.rs",
-        "update_item",
-        &["dynamodb:UpdateItem"],
-        &[R, O, M],
-    ),
-    call("state.rs", "put_item", &["dynamodb:PutItem"], &[R, O, M]),
-    call("state.rs", "delete_item", &["dynamodb:DeleteItem"], &[O, M]),
+    call("state/syncs.rs", "query", &["dynamodb:Query"], &[R, O, M]),
     // Runs deleted with their sync.
     call(
-        "state.rs",
+        "state/syncs.rs",
         "batch_write_item",
         &["dynamodb:BatchWriteItem"],
         &[M],
     ),
+    // The runner marks an integration reconnect_required.
+    call(
+        "state/integration.rs",
+        "update_item",
+        &["dynamodb:UpdateItem"],
+        &[R, O, M],
+    ),
+    call(
+        "state/integration.rs",
+        "put_item",
+        &["dynamodb:PutItem"],
+        &[O],
+    ),
+    call(
+        "state/integration.rs",
+        "delete_item",
+        &["dynamodb:DeleteItem"],
+        &[O, M],
+    ),
+    call(
+        "state/syncs.rs",
+        "update_item",
+        &["dynamodb:UpdateItem"],
+        &[R, O, M],
+    ),
     // A transaction is authorized per item: two Puts (the sync and its uniqueness guard).
     call(
-        "state.rs",
+        "state/syncs.rs",
         "transact_write_items",
         &["dynamodb:PutItem"],
         &[M],
     ),
+    // The sweeper's query (syncs_due).
+    call("state/syncs.rs", "scan", &["dynamodb:Scan"], &[R]),
+    call(
+        "state/leases.rs",
+        "update_item",
+        &["dynamodb:UpdateItem"],
+        &[R],
+    ),
+    // A run's ledger: a ConditionCheck of the sync item's fence and the Put of the ledger.
+    call(
+        "state/runs.rs",
+        "transact_write_items",
+        &["dynamodb:ConditionCheckItem", "dynamodb:PutItem"],
+        &[R],
+    ),
+    // Runs listed newest first (the API; the runner reads its sync's history).
+    call("state/runs.rs", "query", &["dynamodb:Query"], &[R, M]),
+    // The daily budget (runner).
+    call(
+        "state/runs.rs",
+        "update_item",
+        &["dynamodb:UpdateItem"],
+        &[R],
+    ),
+    // Previews: created by save-mapping, finished by the runner.
+    call("state/runs.rs", "put_item", &["dynamodb:PutItem"], &[R, M]),
     // rate.rs (DynamoDB): the app-wide TikTok rate gate, before every TikTok request.
     call("rate.rs", "get_item", &["dynamodb:GetItem"], &[R, O, M]),
     call(
@@ -101,8 +146,8 @@ pub const CALLS: &[AwsCall] = &[
         &[R],
     ),
     call("cohorts.rs", "put_object", &["s3:PutObject"], &[R]),
-    // Every version of a sync's objects (save-mapping: sync deletion, disconnect) or of one snapshot (the
-    // runner: a superseded or uncommitted snapshot).
+    // Every version of a sync's objects (save-mapping: delete, disconnect), of one snapshot or one report
+    // (runner: a replaced snapshot, a report whose ledger was refused).
     call(
         "s3_versions.rs",
         "list_object_versions",

@@ -29,7 +29,7 @@ use audience_core::ports::{
 };
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
+use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::error::unavailable;
@@ -83,79 +83,6 @@ impl DynamoStateStore {
             .await
             .map_err(|e| unavailable(SERVICE, e))?;
         Ok(out.item)
-    }
-
-    /// Runs a query to the end (all pages).
-    async fn query_all(
-        &self,
-        index: Option<&str>,
-        key_condition: &str,
-        values: Vec<(&str, AttributeValue)>,
-    ) -> Result<Vec<Item>, PortError> {
-        let mut items = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let mut q = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression(key_condition)
-                .set_exclusive_start_key(start.take());
-            if let Some(index) = index {
-                q = q.index_name(index);
-            } else {
-                q = q.consistent_read(true);
-            }
-            for (k, v) in &values {
-                q = q.expression_attribute_values(*k, v.clone());
-            }
-            let out = q.send().await.map_err(|e| unavailable(SERVICE, e))?;
-            items.extend(out.items.unwrap_or_default());
-            match out.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(items),
-            }
-        }
-    }
-
-    async fn batch_delete(&self, keys: Vec<Item>) -> Result<(), PortError> {
-        for chunk in keys.chunks(25) {
-            let mut requests: Vec<WriteRequest> = chunk
-                .iter()
-                .map(|k| {
-                    let del = DeleteRequest::builder()
-                        .set_key(Some(k.clone()))
-                        .build()
-                        .map_err(|e| PortError::Invalid(e.to_string()))?;
-                    Ok(WriteRequest::builder().delete_request(del).build())
-                })
-                .collect::<Result<_, PortError>>()?;
-            let mut attempt = 0;
-            while !requests.is_empty() {
-                let out = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.table, requests)
-                    .send()
-                    .await
-                    .map_err(|e| unavailable(SERVICE, e))?;
-                requests = out
-                    .unprocessed_items
-                    .and_then(|mut m| m.remove(&self.table))
-                    .unwrap_or_default();
-                if !requests.is_empty() {
-                    attempt += 1;
-                    if attempt > 8 {
-                        return Err(PortError::Unavailable {
-                            service: SERVICE,
-                            message: "batch delete kept returning unprocessed items".into(),
-                        });
-                    }
-                    tokio::time::sleep(crate::clients::backoff(attempt)).await;
-                }
-            }
-        }
-        Ok(())
     }
 }
 

@@ -70,6 +70,10 @@ struct Args {
     /// keys keep TikTok's behaviour (every rule on).
     #[arg(long, value_name = "JSON")]
     tiktok_rules: Option<String>,
+    /// Seconds between sweeps (the template's sweeper schedule, every 5 minutes there): each resumes syncs
+    /// whose run died or left work for later once their lease expired. 0: no sweeper.
+    #[arg(long, default_value_t = 5)]
+    sweep_seconds: u64,
 }
 
 fn main() -> ExitCode {
@@ -143,6 +147,7 @@ async fn run(args: Args, mut out: File) -> anyhow::Result<ExitCode> {
         runner_timeout: Duration::from_secs(args.runner_timeout),
         lease_ttl: Duration::from_secs(args.lease_seconds),
         tiktok_rules,
+        sweep_every: Some(Duration::from_secs(args.sweep_seconds)),
     })
     .await?;
     writeln!(out, "{}", stack.ready.line())?;

@@ -67,6 +67,9 @@ pub struct StackOptions {
     pub lease_ttl: Duration,
     /// The in-process sandbox's TikTok rules (processing windows, file limits, ...): TikTok's by default.
     pub tiktok_rules: tiktok_sandbox::Rules,
+    /// How often the sweeper resumes unfinished syncs (the template's `SweepRate`, 5 minutes there; short
+    /// here so a local demo recovers quickly). `None`: no sweeper.
+    pub sweep_every: Option<Duration>,
 }
 
 impl Default for StackOptions {
@@ -84,9 +87,13 @@ impl Default for StackOptions {
             runner_timeout: Duration::from_secs(900),
             lease_ttl: EngineSettings::default().lease_ttl,
             tiktok_rules: tiktok_sandbox::Rules::default(),
+            sweep_every: Some(DEFAULT_SWEEP_EVERY),
         }
     }
 }
+
+/// The local sweeper's default period.
+pub const DEFAULT_SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// The one line printed on stdout when the stack is ready (fields in this order).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -238,7 +245,7 @@ impl Stack {
         let api = Api::from_config(&config, &clients, Some(callback_url.clone()), Routes::All)
             .context("building the API")?;
 
-        let tasks = vec![
+        let mut tasks = vec![
             serve(
                 "lambda",
                 lambda_listener,
@@ -261,6 +268,15 @@ impl Stack {
                 .run(),
             ),
         ];
+        if let Some(every) = opts.sweep_every.filter(|d| !d.is_zero()) {
+            tasks.push(tokio::spawn(
+                scheduler::Sweeper {
+                    every,
+                    runner: runner.clone(),
+                }
+                .run(),
+            ));
+        }
 
         let ready = Ready {
             api: api_url,

@@ -3,6 +3,9 @@
 //! input. `rate(...)` schedules fire every period after their creation (the flexible window is not simulated:
 //! a schedule fires at the start of its window); `at(...)` fires once; `cron(...)` is not supported (logged).
 //! A disabled schedule does not fire. Time runs `time_scale` times faster for schedules only.
+//!
+//! [`Sweeper`] stands in for the template's `SweeperSchedule`: every `every` (real time) it invokes the runner
+//! with `{"trigger":"sweep"}`, so a run killed in a local demo is resumed within seconds.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -241,6 +244,26 @@ impl Scheduler {
             Err(e) => warn!(schedule = %name, error = %e, "schedule input is not JSON: not fired"),
         }
         Ok(())
+    }
+}
+
+/// The template's sweeper schedule (`rate(5 minutes)` there): `Trigger::Sweep` every `every`.
+pub struct Sweeper {
+    pub every: Duration,
+    pub runner: Arc<Runner>,
+}
+
+impl Sweeper {
+    pub async fn run(self) {
+        let payload = audience_core::sync::input::Trigger::Sweep.to_json();
+        let mut tick = tokio::time::interval(self.every);
+        // A stalled stack does not fire a burst of sweeps when it wakes up: one is enough.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            self.runner.invoke_async("sweep", payload.clone());
+        }
     }
 }
 

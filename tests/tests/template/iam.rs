@@ -24,22 +24,37 @@ fn sdk_calls(source: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// Every `.rs` file under `dir` (recursively), by its path relative to `base` (`state/runs.rs`).
+fn sources(base: &std::path::Path, dir: &std::path::Path, out: &mut BTreeMap<String, String>) {
+    for entry in std::fs::read_dir(dir).expect("source dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            sources(base, &path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let name = path
+                .strip_prefix(base)
+                .expect("under base")
+                .to_string_lossy()
+                .replace('\\', "/");
+            out.insert(name, std::fs::read_to_string(&path).expect("source"));
+        }
+    }
+}
+
 #[test]
 fn every_sdk_call_in_the_adapters_is_listed() {
-    let dir = format!("{}/shared/aws/src", root());
+    let dir = std::path::PathBuf::from(format!("{}/shared/aws/src", root()));
+    let mut files = BTreeMap::new();
+    sources(&dir, &dir, &mut files);
+    assert!(
+        files.contains_key("state/leases.rs"),
+        "submodules are scanned"
+    );
     let mut in_code: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for entry in std::fs::read_dir(&dir).expect("shared/aws/src") {
-        let path = entry.expect("entry").path();
-        if path.extension().is_some_and(|e| e == "rs") {
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .expect("name")
-                .to_string();
-            let calls = sdk_calls(&std::fs::read_to_string(&path).expect("source"));
-            if !calls.is_empty() {
-                in_code.insert(name, calls);
-            }
+    for (name, text) in files {
+        let calls = sdk_calls(&text);
+        if !calls.is_empty() {
+            in_code.insert(name, calls);
         }
     }
     let mut listed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();

@@ -425,3 +425,83 @@ fn no_lifecycle_rule_expires_a_snapshot() {
         "the snapshot prefix has its (non-expiring) rule"
     );
 }
+
+/// The sweeper (issue 12, item 2): one schedule invokes the runner with the sweep trigger every few minutes
+/// (parameter, 5 by default, at most 10), through the scheduler role; a run that dies is resumed within
+/// lease + rate, under 15 minutes with the engine's lease. Its name is not `sync-*`, so the API's schedule
+/// permissions (limited to `sync-*`) cannot change or delete it.
+#[test]
+fn one_sweeper_schedule_resumes_unfinished_runs() {
+    use audience_core::sync::input::{RunnerInput, Trigger};
+    let t = template();
+    let schedules: Vec<_> = resources(&t)
+        .into_iter()
+        .filter(|(_, r)| s(&r["Type"]) == "AWS::Scheduler::Schedule")
+        .collect();
+    assert_eq!(
+        schedules.len(),
+        1,
+        "one sweeper, per-sync schedules are the API's"
+    );
+    let (name, res) = &schedules[0];
+    assert_eq!(name, "SweeperSchedule");
+    let p = &res["Properties"];
+    let input: serde_json::Value =
+        serde_json::from_str(&s(&p["Target"]["Input"])).expect("input is JSON");
+    assert_eq!(
+        RunnerInput::parse(&input).expect("runner input"),
+        RunnerInput::Trigger(Trigger::Sweep)
+    );
+    assert_eq!(
+        input,
+        Trigger::Sweep.to_json(),
+        "the runner's own serialization"
+    );
+    let target = |k: &str| tagged(&p["Target"][k]).map(|(tag, v)| (tag, s(v)));
+    assert_eq!(
+        target("Arn"),
+        Some(("!GetAtt".into(), "SyncRunnerFunction.Arn".into()))
+    );
+    assert_eq!(
+        target("RoleArn"),
+        Some(("!GetAtt".into(), "SchedulerRole.Arn".into()))
+    );
+    let group = tagged(&p["GroupName"]).map(|(tag, v)| (tag, s(v)));
+    assert_eq!(group, Some(("!Ref".into(), "ScheduleGroup".into())));
+    assert!(
+        !s(&p["Name"]).starts_with("sync-"),
+        "outside the API's sync-* grant"
+    );
+    assert_eq!(s(&p["State"]), "ENABLED");
+    assert_eq!(s(&p["FlexibleTimeWindow"]["Mode"]), "OFF");
+    let rate = tagged(&p["ScheduleExpression"]).map(|(tag, v)| (tag, s(v)));
+    assert_eq!(rate, Some(("!Ref".into(), "SweepRate".into())));
+    let param = &t["Parameters"]["SweepRate"];
+    assert_eq!(s(&param["Default"]), "rate(5 minutes)");
+    assert_eq!(
+        s(&param["AllowedPattern"]),
+        r"^rate\((1 minute|[2-9] minutes|10 minutes)\)$",
+        "1 to 10 minutes only"
+    );
+    let lease = audience_core::sync::engine::EngineSettings::default().lease_ttl;
+    assert!(
+        lease + std::time::Duration::from_secs(10 * 60) < std::time::Duration::from_secs(15 * 60),
+        "lease {lease:?} + the slowest sweep must stay under 15 minutes"
+    );
+    // The runner may scan the table (syncs_due): on the table only.
+    let scan: Vec<_> = statements(&t, "SyncRunnerFunction")
+        .into_iter()
+        .filter(|st| actions(st).iter().any(|a| a == "dynamodb:Scan"))
+        .collect();
+    assert_eq!(scan.len(), 1);
+    assert!(format!("{:?}", scan[0]["Resource"]).contains("StateTable"));
+    // Nobody else scans.
+    for f in ["OAuthCallbackFunction", "SaveMappingFunction"] {
+        for st in statements(&t, f) {
+            assert!(!actions(st).iter().any(|a| a == "dynamodb:Scan"), "{f}");
+            if actions(st).iter().any(|a| a.starts_with("scheduler:")) {
+                assert!(format!("{:?}", st["Resource"]).contains("/sync-*"), "{f}");
+            }
+        }
+    }
+}

@@ -247,15 +247,14 @@ impl Api {
             )
             .await?
             .is_some()
+            && let Err(e) = self.invoke_manual(project_id, &created.sync_id).await
         {
-            if let Err(e) = self.invoke_manual(project_id, &created.sync_id).await {
-                warn!(sync_id = %created.sync_id, error = %e, "first run not started");
-                if let Some(w) = body.get_mut("warnings").and_then(Value::as_array_mut) {
-                    w.push(json!(format!(
-                        "the first run could not be started ({e}); start it with POST .../syncs/{}/run",
-                        created.sync_id
-                    )));
-                }
+            warn!(sync_id = %created.sync_id, error = %e, "first run not started");
+            if let Some(w) = body.get_mut("warnings").and_then(Value::as_array_mut) {
+                w.push(json!(format!(
+                    "the first run could not be started ({e}); start it with POST .../syncs/{}/run",
+                    created.sync_id
+                )));
             }
         }
         info!(project_id, sync_id = %created.sync_id, cadence = ?created.cadence, "sync created");
@@ -380,15 +379,16 @@ impl Api {
         // Resumed: exports that arrived while paused are applied now, not at the next upload or schedule.
         let resumed = before.effective_state() == SyncState::Paused
             && updated.effective_state() == SyncState::Active;
-        if resumed && integration == IntegrationStatus::Connected {
-            if let Err(e) = self.invoke_manual(project_id, sync_id).await {
-                warn!(sync_id, error = %e, "run after resume not started");
-                if let Some(w) = body.get_mut("warnings").and_then(Value::as_array_mut) {
-                    w.push(json!(format!(
-                        "the run applying exports that arrived while paused could not be started ({e}); \
-                         start it with POST .../syncs/{sync_id}/run"
-                    )));
-                }
+        if resumed
+            && integration == IntegrationStatus::Connected
+            && let Err(e) = self.invoke_manual(project_id, sync_id).await
+        {
+            warn!(sync_id, error = %e, "run after resume not started");
+            if let Some(w) = body.get_mut("warnings").and_then(Value::as_array_mut) {
+                w.push(json!(format!(
+                    "the run applying exports that arrived while paused could not be started ({e}); \
+                     start it with POST .../syncs/{sync_id}/run"
+                )));
             }
         }
         Ok(ApiResponse::json(200, &body))

@@ -371,8 +371,9 @@ async fn finish_lease_vs_concurrent_set_pending_export_never_loses_it(stores: St
                     Some(e),
                     "round {round}: pending kept for the sweeper"
                 );
+                // Released for good: the fence can release nothing more.
                 assert!(
-                    stores.a.release_lease(&p, &id, &f).await.unwrap() == false,
+                    !stores.a.release_lease(&p, &id, &f).await.unwrap(),
                     "round {round}"
                 );
             }
@@ -388,90 +389,4 @@ async fn finish_lease_vs_concurrent_set_pending_export_never_loses_it(stores: St
             FinishOutcome::Fenced => panic!("round {round}: the holder was fenced out"),
         }
     }
-}
-
-contract!(snapshot_pointer_moves_only_under_the_fence_and_never_back);
-async fn snapshot_pointer_moves_only_under_the_fence_and_never_back(stores: Stores) {
-    let store = stores.a.as_ref();
-    let s = fresh_sync(store).await;
-    let (p, id) = (&s.project_id, &s.sync_id);
-    let (e1, e2, e3) = (
-        t0() - CDuration::hours(2),
-        t0() - CDuration::hours(1),
-        t0() + CDuration::minutes(1),
-    );
-    let nobody = Fence {
-        holder: "r1".into(),
-        fence: 1,
-    };
-    assert_eq!(
-        store
-            .commit_snapshot(p, id, &nobody, &pointer(e2, "2"), t0())
-            .await
-            .unwrap(),
-        CommitOutcome::LeaseLost
-    );
-    let f = grant(store, &s, "r1", t0()).await;
-    let commit =
-        |ptr, f: Fence| async move { store.commit_snapshot(p, id, &f, &ptr, t0()).await.unwrap() };
-    assert_eq!(
-        commit(pointer(e2, "2"), f.clone()).await,
-        CommitOutcome::Committed
-    );
-    // An older export is stale; the same export again and a newer one move it.
-    assert_eq!(
-        commit(pointer(e1, "1"), f.clone()).await,
-        CommitOutcome::Stale {
-            committed_exported_at: e2
-        }
-    );
-    assert_eq!(
-        store.get_sync(p, id).await.unwrap().unwrap().committed,
-        Some(pointer(e2, "2"))
-    );
-    assert_eq!(
-        commit(pointer(e2, "2b"), f.clone()).await,
-        CommitOutcome::Committed
-    );
-    assert_eq!(
-        commit(pointer(e3, "3"), f.clone()).await,
-        CommitOutcome::Committed
-    );
-    // Once another run is granted the lease, the old fence commits nothing, even a newer export.
-    let later = t0() + CDuration::minutes(2);
-    let f2 = grant(store, &s, "r2", later).await;
-    assert_eq!(
-        store
-            .commit_snapshot(p, id, &f, &pointer(e3 + CDuration::hours(1), "4"), later)
-            .await
-            .unwrap(),
-        CommitOutcome::LeaseLost
-    );
-    assert_eq!(
-        store.get_sync(p, id).await.unwrap().unwrap().committed,
-        Some(pointer(e3, "3"))
-    );
-    // Pending exports: never older than the committed one; the newest pending one wins.
-    assert!(
-        !store
-            .set_pending_export(p, id, &export(e1, "1"))
-            .await
-            .unwrap()
-    );
-    let p5 = export(e3 + CDuration::hours(2), "5");
-    let p4 = export(e3 + CDuration::hours(1), "4");
-    assert!(store.set_pending_export(p, id, &p5).await.unwrap());
-    assert!(!store.set_pending_export(p, id, &p4).await.unwrap());
-    assert_eq!(
-        store.get_sync(p, id).await.unwrap().unwrap().pending_export,
-        Some(p5.clone())
-    );
-    assert!(matches!(
-        store.set_pending_export(p, "NOSUCH", &p5).await,
-        Err(PortError::NotFound(_))
-    ));
-    assert_eq!(
-        store.finish_lease(p, id, &f2).await.unwrap(),
-        FinishOutcome::Pending(p5)
-    );
 }

@@ -2,10 +2,11 @@
 //! engine's unit tests use, so the fake cannot drift from the real semantics. Racing tests use two SDK
 //! clients (two connection pools) on a multi-thread runtime, and run 30 rounds each.
 //!
-//! - this file: helpers, integrations, OAuth states, the daily budget, concurrent creation
-//! - [`records`]: sync records, settings vs progress, optimistic updates
-//! - [`leases`]: lease grants, fences, take-over, release, finish, the snapshot pointer
-//! - [`runs`]: run ledgers (fenced, never rewritten, none after a delete) and the sweeper's query
+//! - this file: helpers, integrations, OAuth states, concurrent creation
+//! - [`records`]: sync records, settings vs progress, optimistic updates, the snapshot pointer
+//! - [`leases`]: lease grants, fences, take-over, release, finish
+//! - [`runs`]: run ledgers (fenced, never rewritten, none after a delete), the sweeper's query, the daily
+//!   budget
 
 mod leases;
 mod records;
@@ -22,7 +23,7 @@ use audience_core::model::{
 };
 use audience_core::ports::memory::MemoryStateStore;
 use audience_core::ports::{
-    BudgetOutcome, ConsumedState, CreateSync, LeaseOutcome, PortError, SaveMapping, StateStore,
+    ConsumedState, CreateSync, LeaseOutcome, PortError, SaveMapping, StateStore,
 };
 use audience_sync_tests::{TestEnv, clients, unique_name};
 use chrono::{DateTime, Duration as CDuration, TimeZone, Utc};
@@ -390,54 +391,4 @@ async fn concurrent_creation_of_the_same_sync_makes_one(stores: Stores) {
     assert_eq!(created.len(), 1, "created {created:?}");
     assert!(existing.iter().all(|id| *id == created[0]));
     assert_eq!(store.list_syncs(&project).await.unwrap().len(), 1);
-}
-
-contract!(daily_budget_allows_24_calls_per_utc_day);
-async fn daily_budget_allows_24_calls_per_utc_day(stores: Stores) {
-    let store = stores.a;
-    let key = unique_name("sync");
-    let day = t0();
-    for i in 1..=24 {
-        assert_eq!(
-            store.try_consume_daily_call(&key, day, 24).await.unwrap(),
-            BudgetOutcome::Granted { used: i }
-        );
-    }
-    assert_eq!(
-        store
-            .try_consume_daily_call(&key, day + CDuration::hours(11), 24)
-            .await
-            .unwrap(),
-        BudgetOutcome::Exhausted { used: 24 }
-    );
-    assert_eq!(
-        store
-            .daily_calls_used(&key, day.date_naive())
-            .await
-            .unwrap(),
-        24
-    );
-    // The next UTC day starts over.
-    let next = Utc.with_ymd_and_hms(2026, 3, 2, 0, 0, 0).unwrap();
-    assert_eq!(
-        store.try_consume_daily_call(&key, next, 24).await.unwrap(),
-        BudgetOutcome::Granted { used: 1 }
-    );
-
-    // Concurrent runners never overspend.
-    let key2 = unique_name("sync");
-    let mut handles = Vec::new();
-    for _ in 0..30 {
-        let (store, key2) = (store.clone(), key2.clone());
-        handles.push(tokio::spawn(async move {
-            store.try_consume_daily_call(&key2, day, 24).await
-        }));
-    }
-    let mut granted = 0;
-    for h in handles {
-        if let BudgetOutcome::Granted { .. } = h.await.unwrap().unwrap() {
-            granted += 1;
-        }
-    }
-    assert_eq!(granted, 24);
 }

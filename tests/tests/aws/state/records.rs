@@ -3,8 +3,10 @@
 
 use std::sync::Arc;
 
-use audience_core::model::{Cadence, SyncState, WriteMode};
-use audience_core::ports::{CreateSync, PortError, StateStore, update_sync_with};
+use audience_core::model::{Cadence, Fence, SyncState, WriteMode};
+use audience_core::ports::{
+    CommitOutcome, CreateSync, FinishOutcome, PortError, StateStore, update_sync_with,
+};
 use audience_sync_tests::{TestEnv, unique_name};
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::Duration as CDuration;
@@ -292,4 +294,90 @@ async fn a_sync_item_from_before_the_split_keeps_its_engine_fields() {
         .unwrap()
         .unwrap();
     assert_eq!(got.progress, progress);
+}
+
+contract!(snapshot_pointer_moves_only_under_the_fence_and_never_back);
+async fn snapshot_pointer_moves_only_under_the_fence_and_never_back(stores: Stores) {
+    let store = stores.a.as_ref();
+    let s = fresh_sync(store).await;
+    let (p, id) = (&s.project_id, &s.sync_id);
+    let (e1, e2, e3) = (
+        t0() - CDuration::hours(2),
+        t0() - CDuration::hours(1),
+        t0() + CDuration::minutes(1),
+    );
+    let nobody = Fence {
+        holder: "r1".into(),
+        fence: 1,
+    };
+    assert_eq!(
+        store
+            .commit_snapshot(p, id, &nobody, &pointer(e2, "2"), t0())
+            .await
+            .unwrap(),
+        CommitOutcome::LeaseLost
+    );
+    let f = grant(store, &s, "r1", t0()).await;
+    let commit =
+        |ptr, f: Fence| async move { store.commit_snapshot(p, id, &f, &ptr, t0()).await.unwrap() };
+    assert_eq!(
+        commit(pointer(e2, "2"), f.clone()).await,
+        CommitOutcome::Committed
+    );
+    // An older export is stale; the same export again and a newer one move it.
+    assert_eq!(
+        commit(pointer(e1, "1"), f.clone()).await,
+        CommitOutcome::Stale {
+            committed_exported_at: e2
+        }
+    );
+    assert_eq!(
+        store.get_sync(p, id).await.unwrap().unwrap().committed,
+        Some(pointer(e2, "2"))
+    );
+    assert_eq!(
+        commit(pointer(e2, "2b"), f.clone()).await,
+        CommitOutcome::Committed
+    );
+    assert_eq!(
+        commit(pointer(e3, "3"), f.clone()).await,
+        CommitOutcome::Committed
+    );
+    // Once another run is granted the lease, the old fence commits nothing, even a newer export.
+    let later = t0() + CDuration::minutes(2);
+    let f2 = grant(store, &s, "r2", later).await;
+    assert_eq!(
+        store
+            .commit_snapshot(p, id, &f, &pointer(e3 + CDuration::hours(1), "4"), later)
+            .await
+            .unwrap(),
+        CommitOutcome::LeaseLost
+    );
+    assert_eq!(
+        store.get_sync(p, id).await.unwrap().unwrap().committed,
+        Some(pointer(e3, "3"))
+    );
+    // Pending exports: never older than the committed one; the newest pending one wins.
+    assert!(
+        !store
+            .set_pending_export(p, id, &export(e1, "1"))
+            .await
+            .unwrap()
+    );
+    let p5 = export(e3 + CDuration::hours(2), "5");
+    let p4 = export(e3 + CDuration::hours(1), "4");
+    assert!(store.set_pending_export(p, id, &p5).await.unwrap());
+    assert!(!store.set_pending_export(p, id, &p4).await.unwrap());
+    assert_eq!(
+        store.get_sync(p, id).await.unwrap().unwrap().pending_export,
+        Some(p5.clone())
+    );
+    assert!(matches!(
+        store.set_pending_export(p, "NOSUCH", &p5).await,
+        Err(PortError::NotFound(_))
+    ));
+    assert_eq!(
+        store.finish_lease(p, id, &f2).await.unwrap(),
+        FinishOutcome::Pending(p5)
+    );
 }

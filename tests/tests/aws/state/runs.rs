@@ -5,9 +5,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use audience_core::model::{RunState, SyncConfig};
-use audience_core::ports::{PortError, StateStore};
+use audience_core::ports::{BudgetOutcome, PortError, StateStore};
 use audience_sync_tests::unique_name;
-use chrono::{DateTime, Duration as CDuration, Utc};
+use chrono::{DateTime, Duration as CDuration, TimeZone, Utc};
 use tokio::sync::Barrier;
 
 use super::{ROUNDS, Stores, contract, export, fresh_sync, grant, ledger, new_sync, t0};
@@ -291,4 +291,54 @@ async fn syncs_due_are_those_with_work_and_a_free_lease(stores: Stores) {
     // The project ids come with the sync ids.
     let pairs = store.syncs_due(now, 100).await.unwrap();
     assert!(pairs.contains(&(past.project_id.clone(), past.sync_id.clone())));
+}
+
+contract!(daily_budget_allows_24_calls_per_utc_day);
+async fn daily_budget_allows_24_calls_per_utc_day(stores: Stores) {
+    let store = stores.a;
+    let key = unique_name("sync");
+    let day = t0();
+    for i in 1..=24 {
+        assert_eq!(
+            store.try_consume_daily_call(&key, day, 24).await.unwrap(),
+            BudgetOutcome::Granted { used: i }
+        );
+    }
+    assert_eq!(
+        store
+            .try_consume_daily_call(&key, day + CDuration::hours(11), 24)
+            .await
+            .unwrap(),
+        BudgetOutcome::Exhausted { used: 24 }
+    );
+    assert_eq!(
+        store
+            .daily_calls_used(&key, day.date_naive())
+            .await
+            .unwrap(),
+        24
+    );
+    // The next UTC day starts over.
+    let next = Utc.with_ymd_and_hms(2026, 3, 2, 0, 0, 0).unwrap();
+    assert_eq!(
+        store.try_consume_daily_call(&key, next, 24).await.unwrap(),
+        BudgetOutcome::Granted { used: 1 }
+    );
+
+    // Concurrent runners never overspend.
+    let key2 = unique_name("sync");
+    let mut handles = Vec::new();
+    for _ in 0..30 {
+        let (store, key2) = (store.clone(), key2.clone());
+        handles.push(tokio::spawn(async move {
+            store.try_consume_daily_call(&key2, day, 24).await
+        }));
+    }
+    let mut granted = 0;
+    for h in handles {
+        if let BudgetOutcome::Granted { .. } = h.await.unwrap().unwrap() {
+            granted += 1;
+        }
+    }
+    assert_eq!(granted, 24);
 }
