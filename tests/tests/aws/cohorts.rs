@@ -291,11 +291,11 @@ async fn snapshot_round_trip_and_versions() {
 
     // One snapshot removed for good (every version of its key), its neighbours kept.
     let r10 = s
-        .put_snapshot("proj1", "SYNC1", "run1-10", &write("d.snap", &second))
+        .put_snapshot("proj1", "SYNC1", "RUN1-10", &write("d.snap", &second))
         .await
         .unwrap();
     let again = s
-        .put_snapshot("proj1", "SYNC1", "run1-1", &write("e.snap", &second))
+        .put_snapshot("proj1", "SYNC1", "RUN1-1", &write("e.snap", &second))
         .await
         .unwrap();
     assert_eq!(again.key, r1.key);
