@@ -3,5 +3,7 @@
 //! with seeded faults; after each history the invariants are checked.
 
 pub mod faults;
+pub mod history;
 pub mod scheduler;
 pub mod state;
+pub mod world;
