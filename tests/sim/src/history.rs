@@ -28,13 +28,10 @@ fn s3_event(key: &str) -> serde_json::Value {
 pub async fn run(seed: u64, mode: WriteMode) -> Result<(), String> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let start = chrono::DateTime::from_timestamp(1_800_000_000, 0).ok_or("time")?;
-    let clock_gate = Arc::new(VirtualClock::new(
-        start,
-        tiktok_sandbox::Sandbox::router(&Default::default())?.1,
-    ));
-    let gate = Gate::new(seed, clock_gate);
+    let gate = Gate::new(seed);
     let faults = Faults::new(seed, gate.clone(), FaultRates::default());
     let world = Arc::new(World::new(seed, faults, start).await?);
+    gate.set_clock(world.clock.clone());
     let sync = world
         .create_sync("01SIMSYNC0000000000000000A", Cadence::OnUpload, mode)
         .await?;
@@ -72,13 +69,13 @@ pub async fn run(seed: u64, mode: WriteMode) -> Result<(), String> {
         .map(|m| digest_of(&format!("user{m}@example.com")))
         .collect::<Result<_, _>>()?;
     let tag = format!("[as:{}]", sync.sync_id);
+    let mut v = crate::invariants::state_checks(&world, &sync.sync_id).await;
     let st = world.sandbox.shared().lock();
     let auds: Vec<_> = st
         .audiences
         .values()
         .filter(|a| a.name.contains(&tag))
         .collect();
-    let mut v = Vec::new();
     if auds.len() != 1 {
         v.push(format!("one audience per sync: found {}", auds.len()));
     }

@@ -4,6 +4,7 @@
 
 pub mod faults;
 pub mod history;
+pub mod invariants;
 pub mod scheduler;
 pub mod state;
 pub mod world;

@@ -75,7 +75,8 @@ struct GateState {
 pub struct Gate {
     state: Mutex<GateState>,
     changed: Notify,
-    clock: Arc<VirtualClock>,
+    /// Set once the world (and its clock) exists.
+    clock: Mutex<Option<Arc<VirtualClock>>>,
     rng: Mutex<ChaCha8Rng>,
 }
 
@@ -83,7 +84,7 @@ pub struct Gate {
 pub const HANG: Duration = Duration::from_secs(60);
 
 impl Gate {
-    pub fn new(seed: u64, clock: Arc<VirtualClock>) -> Arc<Gate> {
+    pub fn new(seed: u64) -> Arc<Gate> {
         Arc::new(Gate {
             state: Mutex::new(GateState {
                 running: 0,
@@ -91,9 +92,13 @@ impl Gate {
                 live: BTreeSet::new(),
             }),
             changed: Notify::new(),
-            clock,
+            clock: Mutex::new(None),
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed ^ 0x6a7e)),
         })
+    }
+
+    pub fn set_clock(&self, clock: Arc<VirtualClock>) {
+        *lock(&self.clock) = Some(clock);
     }
 
     /// A new invocation starts running (call before spawning it).
@@ -170,7 +175,9 @@ impl Gate {
             tx
         };
         let ms = lock(&self.rng).random_range(0..3_000);
-        self.clock.advance(chrono::Duration::milliseconds(ms));
+        if let Some(c) = lock(&self.clock).clone() {
+            c.advance(chrono::Duration::milliseconds(ms));
+        }
         match pick {
             Some(tx) => {
                 // The receiver is gone only if its task was dropped: count it as finished.
