@@ -25,11 +25,11 @@ fn s3_event(key: &str) -> serde_json::Value {
 }
 
 /// Runs one history; `Err` lists the invariant violations.
-pub async fn run(seed: u64, mode: WriteMode) -> Result<(), String> {
+pub async fn run(seed: u64, mode: WriteMode, rates: FaultRates) -> Result<(), String> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let start = chrono::DateTime::from_timestamp(1_800_000_000, 0).ok_or("time")?;
     let gate = Gate::new(seed);
-    let faults = Faults::new(seed, gate.clone(), FaultRates::default());
+    let faults = Faults::new(seed, gate.clone(), rates);
     let world = Arc::new(World::new(seed, faults, start).await?);
     gate.set_clock(world.clock.clone());
     let sync = world
