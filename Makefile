@@ -99,3 +99,9 @@ bench-e2e: venv
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Deterministic simulation (tests/sim): SEEDS seeded histories; a failing seed prints its replay command.
+SEEDS ?= 1000
+.PHONY: soak
+soak:
+	SIM_SEEDS=$(SEEDS) $(CARGO) test -p audience-sim --test sim -- --nocapture
