@@ -45,6 +45,8 @@ pub struct World {
     pub advertiser: String,
     pub cohort: String,
     pub work: std::path::PathBuf,
+    /// Inputs whose invocation failed: Lambda retries them.
+    pub retries: std::sync::Mutex<Vec<serde_json::Value>>,
 }
 
 /// Digest of a simulated user's email as the engine computes it.
@@ -154,6 +156,8 @@ impl World {
         };
         let settings = EngineSettings {
             work_dir: work.clone(),
+            // Lease renewals run on the virtual clock between calls; a real-time heartbeat would not.
+            heartbeat: None,
             ..EngineSettings::default()
         };
         Ok(World {
@@ -167,7 +171,19 @@ impl World {
             advertiser,
             cohort: "coh1".into(),
             work,
+            retries: std::sync::Mutex::new(Vec::new()),
         })
+    }
+
+    pub fn outbox(&self) -> std::sync::MutexGuard<'_, Vec<serde_json::Value>> {
+        self.invoker
+            .outbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn take_retries(&self) -> std::sync::MutexGuard<'_, Vec<serde_json::Value>> {
+        self.retries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub async fn create_sync(

@@ -98,8 +98,29 @@ impl Engine {
         Ok(out)
     }
 
-    /// Checked before every TikTok call: the lease still ours, and time for the call and the commit.
-    pub(super) fn before_call(&self, ctx: &Ctx<'_>) -> Option<Stop> {
+    /// Checked before every TikTok call: the lease still ours (renewed here when a third of it has passed,
+    /// so a run that another took over stops before its next write), and time for the call and the commit.
+    pub(super) async fn before_call(&self, ctx: &Ctx<'_>) -> Option<Stop> {
+        if !ctx.tenure.lost() && ctx.tenure.due(self.now(), self.settings.lease_ttl / 3) {
+            let s = &ctx.sync;
+            let renewed = self
+                .deps
+                .state
+                .renew_lease(
+                    &s.project_id,
+                    &s.sync_id,
+                    &ctx.tenure.fence,
+                    self.settings.lease_ttl,
+                    self.now(),
+                )
+                .await;
+            match renewed {
+                Ok(Some(_)) => ctx.tenure.renewed(self.now()),
+                Ok(None) => ctx.tenure.lose(),
+                // The store is unreachable: the run cannot know it still holds the sync.
+                Err(_) => ctx.tenure.lose(),
+            }
+        }
         if ctx.tenure.lost() {
             Some(Stop::LeaseLost)
         } else if self.time_short(ctx.deadline) {

@@ -118,6 +118,11 @@ impl Engine {
         if let Some((held_adds, held_removals, deferred)) = keep {
             let p = &mut ctx.sync.progress;
             (p.held_adds, p.held_removals, p.deferred) = (held_adds, held_removals, deferred);
+            // A late event (stale export) must not leave owed work without a run to pick it up.
+            let owed = held_adds + held_removals + deferred > 0 || p.uncertain.is_some();
+            if owed && s.state == RunState::Stale {
+                p.next_attempt_at = Some(self.now());
+            }
         }
         let done = self.write_records(&mut ctx, &s, &new_objects).await?;
         if done.next == Next::Fenced {

@@ -26,7 +26,7 @@ impl Engine {
         ready: &Ready,
         out: &mut Applied,
     ) -> Result<(), EngineError> {
-        if let Some(stop) = self.before_call(ctx) {
+        if let Some(stop) = self.before_call(ctx).await {
             out.stop(stop);
             return Ok(());
         }
@@ -52,7 +52,7 @@ impl Engine {
             if !adds_left && !removes_left {
                 break;
             }
-            if let Some(stop) = self.before_call(ctx) {
+            if let Some(stop) = self.before_call(ctx).await {
                 out.stop(stop);
                 break;
             }
@@ -149,6 +149,9 @@ impl Engine {
                 ctx.sync.progress.last_edit = Some(LastEdit { kind, at: now });
                 match e.kind {
                     ApiErrorKind::NotEditable => {
+                        // The client may have sent this edit before (an answer lost, then a retry that
+                        // TikTok refused as "processing"): it may be applied, so it is uncertain too.
+                        sent.unknown.push(call.range.clone());
                         out.hold_rest(
                             plan,
                             format!("TikTok would not edit the audience now: {}", e.message),
@@ -222,6 +225,7 @@ impl Engine {
             })
             .await;
         let not_editable = matches!(&r, Err(e) if e.kind == ApiErrorKind::NotEditable);
+        let unknown = matches!(&r, Err(e) if e.kind == ApiErrorKind::OutcomeUnknown);
         match self.after_create(ctx, token, r).await {
             Ok(_) => {
                 out.adds.acked.push(call.range.clone());
@@ -242,7 +246,13 @@ impl Engine {
                 // Only a bigger cohort changes that: the next export retries, the sweeper waits a day.
                 out.tally.retry_at = Some(self.now() + chrono::Duration::days(1));
             }
-            Err(stop) => out.stop(stop),
+            Err(stop) => {
+                // The audience may exist with these users (found by name later): they are uncertain.
+                if unknown {
+                    out.adds.unknown.push(call.range.clone());
+                }
+                out.stop(stop)
+            }
         }
         Ok(())
     }
@@ -328,7 +338,7 @@ impl Engine {
             })?;
         let mut paths = Vec::with_capacity(call.files.len());
         for (j, r) in call.files.iter().enumerate() {
-            if let Some(stop) = self.before_call(ctx) {
+            if let Some(stop) = self.before_call(ctx).await {
                 return Err(stop);
             }
             let name = format!(

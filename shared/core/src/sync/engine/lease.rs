@@ -40,9 +40,24 @@ pub(super) struct Tenure {
     pub fence: Fence,
     lost: Arc<AtomicBool>,
     heartbeat: Option<tokio::task::JoinHandle<()>>,
+    renewed_at: std::sync::Mutex<DateTime<Utc>>,
 }
 
 impl Tenure {
+    /// Whether a renewal is due (`every` since the last one, on the engine's clock).
+    pub fn due(&self, now: DateTime<Utc>, every: std::time::Duration) -> bool {
+        let last = *self.renewed_at.lock().unwrap_or_else(|p| p.into_inner());
+        now - last >= super::settings::chrono(every)
+    }
+
+    pub fn renewed(&self, now: DateTime<Utc>) {
+        *self.renewed_at.lock().unwrap_or_else(|p| p.into_inner()) = now;
+    }
+
+    pub fn lose(&self) {
+        self.lost.store(true, Ordering::SeqCst);
+    }
+
     /// Whether the lease was lost (another run may be working): no further TikTok call may be made.
     pub fn lost(&self) -> bool {
         self.lost.load(Ordering::SeqCst)
@@ -365,6 +380,7 @@ impl Engine {
             fence,
             lost,
             heartbeat,
+            renewed_at: std::sync::Mutex::new(self.now()),
         }
     }
 

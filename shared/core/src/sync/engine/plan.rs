@@ -141,8 +141,9 @@ impl Engine {
         } else {
             (DigestSet::default(), None)
         };
-        // Without an audience nothing is on TikTok's side: nothing is uncertain.
-        let uncertain = match (&ctx.sync.progress.uncertain, audience) {
+        // Without an audience (and no create that may have happened) nothing is on TikTok's side.
+        let maybe_audience = audience || ctx.sync.progress.audience_create_intent.is_some();
+        let uncertain = match (&ctx.sync.progress.uncertain, maybe_audience) {
             (Some(u), true) => self.load_set(&u.snapshot, &ready.mapping).await?,
             _ => DigestSet::default(),
         };

@@ -24,7 +24,7 @@ impl Engine {
             }
             return Ok(());
         }
-        if let Some(stop) = self.before_call(ctx) {
+        if let Some(stop) = self.before_call(ctx).await {
             out.stop(stop);
             return Ok(());
         }
@@ -45,7 +45,7 @@ impl Engine {
         let adds = batches::plan_mapping_calls(plan.adds.len(), b);
         let removes = batches::plan_mapping_calls(plan.removes.len(), b);
         for step in interleave(&adds, &removes) {
-            if let Some(stop) = self.before_call(ctx) {
+            if let Some(stop) = self.before_call(ctx).await {
                 out.stop(stop);
                 return Ok(());
             }
@@ -135,6 +135,8 @@ impl Engine {
                 out.tally.retry_at = Some(at);
             }
             ApiErrorKind::NotEditable => {
+                // Possibly applied by an earlier attempt of the client's: uncertain as well as held.
+                sent.unknown.push(call.range.clone());
                 let why = format!("TikTok would not edit the audience now: {}", e.message);
                 out.hold_rest(plan, why);
                 out.tally.retry_at =
