@@ -358,6 +358,10 @@ const SYNC_KEYS: &[&str] = &[
     "pending_export",
     "last_run",
     "warnings",
+    "notices",
+    "uncertain",
+    "active_run",
+    "next_attempt_at",
 ];
 
 const RUN_KEYS: &[&str] = &[
@@ -378,6 +382,8 @@ const RUN_KEYS: &[&str] = &[
     "removes",
     "tiktok_calls",
     "tiktok_request_ids",
+    "uncertain_resent",
+    "uncertain_left",
 ];
 
 // ------------------------------------------------------------------------------------------------ OAuth

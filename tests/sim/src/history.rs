@@ -256,8 +256,10 @@ async fn check(world: &World, sync_id: &str, members: &BTreeSet<u32>) -> Result<
             p.last_run.as_ref().map(|l| (l.state, l.reason.clone()))
         ));
     }
-    if std::env::var("SIM_DEBUG").is_ok() {
-        if let Ok(page) = world.state.list_runs(sync_id, 100, None).await {
+    if std::env::var("SIM_DEBUG").is_ok()
+        && let Ok(page) = world.state.list_runs(sync_id, 100, None).await
+    {
+        {
             for r in page.runs.iter().rev() {
                 println!(
                     "  run {} {:?} {:?} adds {:?} removes {:?} unc {}/{} {:?}",

@@ -26,7 +26,7 @@ fn named(name: &str) -> FaultRates {
 fn rates_for(seed: u64, chosen: Option<&str>) -> FaultRates {
     match chosen {
         Some(name) => named(name),
-        None if seed % 10 == 0 => FaultRates::default(),
+        None if seed.is_multiple_of(10) => FaultRates::default(),
         None => named("all"),
     }
 }
@@ -45,7 +45,7 @@ async fn sim() {
     let mut failed = Vec::new();
     let count = seeds.len();
     for seed in seeds {
-        let mode = if seed % 2 == 0 {
+        let mode = if seed.is_multiple_of(2) {
             WriteMode::CustomerFile
         } else {
             WriteMode::Streaming
@@ -54,9 +54,11 @@ async fn sim() {
         if let Err(e) = audience_sim::history::run(seed, mode, rates).await {
             println!(
                 "FAIL seed {seed} ({mode:?}, {rates:?}): {e}\n  replay: SIM_SEED={seed} SIM_FAULTS={} cargo test -p audience-sim --test sim -- --nocapture",
-                chosen
-                    .as_deref()
-                    .unwrap_or(if seed % 10 == 0 { "none" } else { "all" })
+                chosen.as_deref().unwrap_or(if seed.is_multiple_of(10) {
+                    "none"
+                } else {
+                    "all"
+                })
             );
             failed.push(seed);
         }

@@ -33,6 +33,8 @@ pub fn run_json(r: &RunLedger) -> Value {
         "removes": counts(&r.removes),
         "tiktok_calls": r.tiktok_calls,
         "tiktok_request_ids": r.tiktok_request_ids,
+        "uncertain_resent": r.uncertain_resent,
+        "uncertain_left": r.uncertain_left,
     })
 }
 
@@ -64,6 +66,10 @@ pub fn sync_json(s: &SyncConfig) -> Value {
         "pending_export": s.pending_export.as_ref().map(|e| e.s3_key.clone()),
         "last_run": s.progress.last_run.as_ref().map(run_json),
         "warnings": s.warnings,
+        "notices": s.progress.notices,
+        "uncertain": s.progress.uncertain.as_ref().map(|u| u.digests).unwrap_or(0),
+        "active_run": s.progress.active_run,
+        "next_attempt_at": s.progress.next_attempt_at,
     })
 }
 
