@@ -13,8 +13,9 @@ use serde_json::{Value, json};
 use super::Ready;
 
 /// Run states after which a run does not change any more.
-pub const FINAL_RUN_STATES: [&str; 7] = [
+pub const FINAL_RUN_STATES: [&str; 8] = [
     "succeeded",
+    "held",
     "up_to_date",
     "waiting_for_minimum",
     "held_for_review",

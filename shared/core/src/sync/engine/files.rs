@@ -46,9 +46,17 @@ impl Engine {
         if !self.window_open(ctx, token, plan, out).await {
             return Ok(());
         }
+        // An edit TikTok refuses for the size rule (it would leave under 1,000 matched users) starts no
+        // processing: the other action is tried in the same run (an APPEND may lift the count first).
+        let mut size_refused: Option<bool> = None;
         for _ in 0..MAX_EDITS_PER_RUN {
             let adds_left = next_start(&out.adds) < plan.adds.len();
             let removes_left = next_start(&out.removes) < plan.removes.len();
+            let (adds_left, removes_left) = match size_refused {
+                Some(true) => (false, removes_left),
+                Some(false) => (adds_left, false),
+                None => (adds_left, removes_left),
+            };
             if !adds_left && !removes_left {
                 break;
             }
@@ -61,9 +69,23 @@ impl Engine {
                 removes_left,
                 ctx.sync.progress.last_edit.as_ref(),
             );
-            if !self.take_budget(ctx, plan, out).await?
-                || !self.edit_once(ctx, token, plan, ready, out, is_add).await
-            {
+            if !self.take_budget(ctx, plan, out).await? {
+                break;
+            }
+            if !self.edit_once(ctx, token, plan, ready, out, is_add).await {
+                let other_left = if is_add { removes_left } else { adds_left };
+                if size_refused.is_none()
+                    && out.tally.stop.is_none()
+                    && is_size_hold(out)
+                    && other_left
+                {
+                    size_refused = Some(is_add);
+                    out.tally.held_adds = 0;
+                    out.tally.held_removes = 0;
+                    let why = out.tally.hold_reason.take();
+                    out.tally.note = why;
+                    continue;
+                }
                 break;
             }
             // TikTok processes after an edit: another one goes only if `get/` says it is done already.
@@ -71,6 +93,21 @@ impl Engine {
                 Ok(Some(v)) if v.is_valid => {}
                 _ => break,
             }
+        }
+        if let Some(was_add) = size_refused {
+            // The refused action stays held, with TikTok's reason.
+            let (list, sent) = if was_add {
+                (&plan.adds, &out.adds)
+            } else {
+                (&plan.removes, &out.removes)
+            };
+            let left = (list.len() - sent.acked_count() as usize) as u64;
+            if was_add {
+                out.tally.held_adds = left;
+            } else {
+                out.tally.held_removes = left;
+            }
+            out.tally.hold_reason = out.tally.note.take();
         }
         Ok(())
     }
@@ -378,6 +415,14 @@ impl Engine {
         }
         Ok(paths)
     }
+}
+
+/// Whether the last hold was TikTok's size rule (not its processing).
+fn is_size_hold(out: &Applied) -> bool {
+    out.tally.hold_reason.as_deref().is_some_and(|r| {
+        let r = r.to_ascii_lowercase();
+        r.contains("too small") || r.contains("fewer than 1000")
+    })
 }
 
 /// Edits one run makes at most (each needs TikTok done processing the one before).
