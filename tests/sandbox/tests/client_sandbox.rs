@@ -1285,7 +1285,8 @@ async fn retry_handling_per_code_over_http() {
             "code {code}: not retried"
         );
     }
-    // 40002 on an audience edit means "not editable": held, not retried.
+    // 40002 is also TikTok's generic parameter error: on an edit it means "not editable" only with TikTok's
+    // processing or size text (the sandbox's injected 40002 has neither): a bad request, not retried.
     clear_faults(&sb).await;
     set_faults(
         &sb,
@@ -1301,7 +1302,7 @@ async fn retry_handling_per_code_over_http() {
             &[s("aaaaaaaaaaaaaaaa")],
         )
         .await);
-    assert_eq!((e.action(), e.attempts()), (ErrorAction::NotEditable, 1));
+    assert_eq!((e.action(), e.attempts()), (ErrorAction::InvalidRequest, 1));
     // Success codes: 0, 20001 (partial) and 40050 (duplicate = already done).
     for code in [20001, 40050] {
         set_faults(&sb, json!({"rate": 1.0, "codes": [code]})).await;
