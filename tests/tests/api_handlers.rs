@@ -1629,6 +1629,8 @@ fn ledger(project: &str, sync_id: &str, run_id: &str) -> RunLedger {
         uncertain_resent: 0,
         uncertain_left: 0,
         fence: 1,
+        audience_size: None,
+        matched: None,
     }
 }
 

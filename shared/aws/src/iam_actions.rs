@@ -101,6 +101,8 @@ pub const CALLS: &[AwsCall] = &[
         &["dynamodb:PutItem"],
         &[M],
     ),
+    // The console's project list (list_integrations).
+    call("state/integration.rs", "scan", &["dynamodb:Scan"], &[M]),
     // The sweeper's query (syncs_due).
     call("state/syncs.rs", "scan", &["dynamodb:Scan"], &[R]),
     call(

@@ -146,6 +146,10 @@ impl StateStore for DynamoStateStore {
         integration::get(self, project_id).await
     }
 
+    async fn list_integrations(&self) -> Result<Vec<Integration>, PortError> {
+        integration::list(self).await
+    }
+
     async fn record_connection(
         &self,
         project_id: &str,

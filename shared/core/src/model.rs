@@ -462,6 +462,12 @@ pub struct RunLedger {
     /// The lease fence this run worked under.
     #[serde(default)]
     pub fence: u64,
+    /// Digests the audience holds after this run (the committed base; the console's size chart).
+    #[serde(default)]
+    pub audience_size: Option<u64>,
+    /// TikTok's matched-user count (`cover_num`) as last read back by this run or before it.
+    #[serde(default)]
+    pub matched: Option<u64>,
 }
 
 impl RunLedger {

@@ -144,6 +144,8 @@ pub struct RunPage {
 pub trait StateStore: Send + Sync {
     // --- integration ---
     async fn get_integration(&self, project_id: &str) -> Result<Option<Integration>, PortError>;
+    /// Every project's integration, ordered by project id (the console's project list; a deployment has few).
+    async fn list_integrations(&self) -> Result<Vec<Integration>, PortError>;
     /// Records a (re)connection: status `connected`, advertisers, scopes, connection time. Keeps the mapping.
     async fn record_connection(
         &self,

@@ -33,6 +33,14 @@ impl StateStore for FaultyState {
             self.inner.get_integration(p)
         )
     }
+    async fn list_integrations(&self) -> R<Vec<Integration>> {
+        port_call!(
+            self.faults,
+            "list_integrations",
+            false,
+            self.inner.list_integrations()
+        )
+    }
     async fn record_connection(
         &self,
         p: &str,

@@ -13,6 +13,7 @@
 //! Every `/v1/...` route requires `Authorization: Bearer <admin token>` (compared in constant time); the
 //! OAuth callback is public and protected by its single-use `state`.
 
+mod console;
 mod error;
 #[cfg(feature = "lambda")]
 pub mod lambda;
@@ -348,17 +349,39 @@ impl Api {
             }
             return Ok(self.oauth_callback(req).await);
         }
-        let ["v1", "projects", project_id, rest @ ..] = segments.as_slice() else {
-            return Err(no_route(m, &req.path));
-        };
+        if segments.first() == Some(&"console") {
+            return Ok(self.console(req, &segments[1..]).await);
+        }
         // Authorization comes first: nothing about the API is told to an unauthenticated caller.
-        self.authorize(req).await?;
+        match segments.as_slice() {
+            ["v1", "projects"] if m == "GET" && self.serves(Routes::SaveMapping) => {
+                self.authorize(req).await?;
+                self.list_projects().await
+            }
+            ["v1", "projects", project_id, rest @ ..] => {
+                self.authorize(req).await?;
+                self.route_project(req, project_id, rest).await
+            }
+            _ => Err(no_route(m, &req.path)),
+        }
+    }
+
+    /// The `/v1/projects/{project_id}/...` routes of an authorized caller (the bearer token, or the console's
+    /// session: the console calls the same routes, so it and `curl` always agree).
+    pub(crate) async fn route_project(
+        &self,
+        req: &ApiRequest,
+        project_id: &str,
+        rest: &[&str],
+    ) -> Result<ApiResponse, ApiError> {
+        let method = req.method.to_ascii_uppercase();
+        let m = method.as_str();
         if !valid_project_id(project_id) {
             return Err(ApiError::invalid(
                 "project_id must be 1-64 characters of A-Z, a-z, 0-9, _ and -",
             ));
         }
-        let p = *project_id;
+        let p = project_id;
         let owner = match rest {
             ["connect"] => Routes::OAuthCallback,
             _ => Routes::SaveMapping,

@@ -285,7 +285,8 @@ impl Api {
             "TikTok connected",
             &format!(
                 "<p>Project <code>{}</code> is connected to these TikTok ad accounts:</p><ul>{items}</ul>\
-                 {names_note}<p>You can close this page.</p>",
+                 {names_note}<p><a href=\"/console/projects/{}\">Back to the console</a> (or close this page).</p>",
+                escape(&project_id),
                 escape(&project_id)
             ),
         ))

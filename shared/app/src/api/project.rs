@@ -62,6 +62,16 @@ fn parse_mapping(body: MappingBody) -> Result<KeyMapping, ApiError> {
 }
 
 impl Api {
+    /// `GET /v1/projects`: every project that was ever connected (and not disconnected since).
+    pub(crate) async fn list_projects(&self) -> Result<ApiResponse, ApiError> {
+        let mut projects = Vec::new();
+        for i in self.deps.state.list_integrations().await? {
+            let syncs = self.deps.state.list_syncs(&i.project_id).await?.len();
+            projects.push(integration_json(&i.project_id, Some(&i), syncs));
+        }
+        Ok(ApiResponse::json(200, &json!({ "projects": projects })))
+    }
+
     pub(crate) async fn get_integration(&self, project_id: &str) -> Result<ApiResponse, ApiError> {
         let integration = self.deps.state.get_integration(project_id).await?;
         let syncs = self.deps.state.list_syncs(project_id).await?.len();

@@ -35,11 +35,19 @@ pub fn run_json(r: &RunLedger) -> Value {
         "tiktok_request_ids": r.tiktok_request_ids,
         "uncertain_resent": r.uncertain_resent,
         "uncertain_left": r.uncertain_left,
+        "audience_size": r.audience_size,
+        "matched_users": r.matched,
     })
 }
 
 /// Sync JSON (every sync route).
 pub fn sync_json(s: &SyncConfig) -> Value {
+    let audience_size = s.committed.as_ref().map(|c| c.digests);
+    let matched = s.progress.tiktok_status.as_ref().and_then(|t| t.cover_num);
+    let match_rate = match (matched, audience_size) {
+        (Some(m), Some(n)) if n > 0 => Some(m as f64 / n as f64),
+        _ => None,
+    };
     json!({
         "sync_id": s.sync_id,
         "project_id": s.project_id,
@@ -70,6 +78,10 @@ pub fn sync_json(s: &SyncConfig) -> Value {
         "uncertain": s.progress.uncertain.as_ref().map(|u| u.digests).unwrap_or(0),
         "active_run": s.progress.active_run,
         "next_attempt_at": s.progress.next_attempt_at,
+        // Digests the audience holds (the committed base), TikTok's matched users, and matched / sent.
+        "audience_size": audience_size,
+        "matched_users": matched,
+        "match_rate": match_rate,
     })
 }
 

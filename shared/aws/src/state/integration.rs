@@ -31,6 +31,43 @@ pub(super) async fn get(
     }
 }
 
+/// A Scan filtered on `item_type`: integrations have no index of their own. A deployment holds a handful of
+/// projects, and the console's project list is the only caller; every page of the Scan is read.
+pub(super) async fn list(st: &DynamoStateStore) -> Result<Vec<Integration>, PortError> {
+    let mut out = Vec::new();
+    let mut start: Option<
+        std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+    > = None;
+    loop {
+        let page = st
+            .client
+            .scan()
+            .table_name(&st.table)
+            .filter_expression("item_type = :t AND sk = :sk")
+            .expression_attribute_values(":t", s("integration"))
+            .expression_attribute_values(":sk", s(INTEGRATION_SK))
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .map_err(|e| unavailable(SERVICE, e))?;
+        for item in page.items() {
+            let Some(pk) = get_s(item, "pk") else {
+                continue;
+            };
+            let Some(project_id) = pk.strip_prefix("PROJECT#") else {
+                continue;
+            };
+            out.push(decode_integration(project_id, item)?);
+        }
+        match page.last_evaluated_key() {
+            Some(k) if !k.is_empty() => start = Some(k.clone()),
+            _ => break,
+        }
+    }
+    out.sort_by(|a, b| a.project_id.cmp(&b.project_id));
+    Ok(out)
+}
+
 pub(super) async fn record_connection(
     st: &DynamoStateStore,
     project_id: &str,

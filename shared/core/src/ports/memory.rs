@@ -98,6 +98,12 @@ impl StateStore for MemoryStateStore {
         Ok(lock(&self.data).integrations.get(project_id).cloned())
     }
 
+    async fn list_integrations(&self) -> Result<Vec<Integration>, PortError> {
+        let mut all: Vec<Integration> = lock(&self.data).integrations.values().cloned().collect();
+        all.sort_by(|a, b| a.project_id.cmp(&b.project_id));
+        Ok(all)
+    }
+
     async fn record_connection(
         &self,
         project_id: &str,

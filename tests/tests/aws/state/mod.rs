@@ -175,6 +175,8 @@ pub(crate) fn ledger(s: &SyncConfig, run_id: &str, state: RunState, fence: u64) 
         uncertain_resent: 0,
         uncertain_left: 0,
         fence,
+        audience_size: None,
+        matched: None,
     }
 }
 

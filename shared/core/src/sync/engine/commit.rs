@@ -264,6 +264,8 @@ impl Engine {
         l.adds = s.adds;
         l.removes = s.removes;
         l.fence = ctx.tenure.fence.fence;
+        l.audience_size = ctx.sync.committed.as_ref().map(|c| c.digests);
+        l.matched = p.tiktok_status.as_ref().and_then(|t| t.cover_num);
         if s.state != RunState::Running {
             l.finished_at = Some(self.now());
         }

@@ -155,6 +155,8 @@ impl Engine {
             uncertain_resent: 0,
             uncertain_left: 0,
             fence,
+            audience_size: None,
+            matched: None,
         }
     }
 
