@@ -135,6 +135,14 @@ pub const CALLS: &[AwsCall] = &[
         &["dynamodb:UpdateItem"],
         &[R, O, M],
     ),
+    // The runner records unmatched exports; save-mapping lists them.
+    call(
+        "state/unmatched.rs",
+        "put_item",
+        &["dynamodb:PutItem"],
+        &[R],
+    ),
+    call("state/unmatched.rs", "query", &["dynamodb:Query"], &[M]),
     // cohorts.rs (S3).
     call("cohorts.rs", "list_objects_v2", &["s3:ListBucket"], &[R, M]),
     call("cohorts.rs", "head_object", &["s3:GetObject"], &[R, M]),

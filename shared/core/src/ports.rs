@@ -11,6 +11,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use secrecy::SecretString;
 
 use crate::cohort::naming::ExportName;
+use crate::cohort::unmatched::UnmatchedExport;
 use crate::model::{
     Advertiser, ExportRef, Fence, Integration, IntegrationStatus, KeyMapping, Lease, OAuthState,
     PreviewRecord, RunLedger, SnapshotPointer, SnapshotRef, SyncConfig, SyncProgress,
@@ -317,6 +318,17 @@ pub trait StateStore: Send + Sync {
         project_id: &str,
         preview_id: &str,
     ) -> Result<Option<PreviewRecord>, PortError>;
+
+    // --- unmatched exports (diagnostics of the whole deployment, no project) ---
+    /// Keeps an object that started nothing: one record per key (a repeat replaces it, so repeats do not
+    /// grow the table), forgotten after [`crate::cohort::unmatched::UNMATCHED_RETENTION_DAYS`].
+    async fn record_unmatched_export(&self, export: &UnmatchedExport) -> Result<(), PortError>;
+    /// Newest first (by `seen_at`), at most `limit`, only those not expired at `now`.
+    async fn list_unmatched_exports(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<UnmatchedExport>, PortError>;
 }
 
 /// Read-modify-write of a sync under optimistic concurrency: applies `change` to the current record and stores

@@ -19,6 +19,7 @@ pub mod lambda;
 mod oauth;
 mod project;
 mod syncs;
+mod unmatched;
 mod views;
 
 use std::sync::{Arc, Mutex};
@@ -347,6 +348,14 @@ impl Api {
                 return Err(no_route(m, &req.path));
             }
             return Ok(self.oauth_callback(req).await);
+        }
+        // Exports belong to no project: one top-level route, authorized like every /v1 route.
+        if segments == ["v1", "unmatched-exports"] {
+            self.authorize(req).await?;
+            if m != "GET" || !self.serves(Routes::SaveMapping) {
+                return Err(no_route(m, &req.path));
+            }
+            return self.list_unmatched_exports().await;
         }
         let ["v1", "projects", project_id, rest @ ..] = segments.as_slice() else {
             return Err(no_route(m, &req.path));

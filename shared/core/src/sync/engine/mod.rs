@@ -25,6 +25,7 @@ use tracing::{info, warn};
 use super::api::AudienceApi;
 use super::input::{RunnerInput, Trigger};
 use crate::cohort::naming::{DiffType, parse_export_key};
+use crate::cohort::unmatched::UnmatchedExport;
 use crate::model::{Cadence, ExportRef, RunState, RunTrigger, SyncConfig, SyncState};
 use crate::ports::{
     Clock, CohortStore, ExportObject, Invoker, PortError, Schedules, StateStore, TokenVault,
@@ -146,7 +147,7 @@ impl Engine {
                         });
                         continue;
                     }
-                    out.extend(self.on_upload(&o.key, deadline).await?);
+                    out.extend(self.on_upload(&o.key, o.size, deadline).await?);
                 }
                 Ok(out)
             }
@@ -213,12 +214,15 @@ impl Engine {
     async fn on_upload(
         &self,
         key: &str,
+        size: Option<u64>,
         deadline: Option<DateTime<Utc>>,
     ) -> Result<Vec<Outcome>, EngineError> {
         let name = match parse_export_key(key) {
             Ok(n) => n,
             Err(e) => {
                 crate::cohort::unmatched::record(&e, "s3_event");
+                self.keep_unmatched(UnmatchedExport::misnamed(key, size, &e, self.now()))
+                    .await;
                 return Ok(vec![Outcome::Ignored {
                     reason: e.to_string(),
                 }]);
@@ -235,6 +239,8 @@ impl Engine {
         }
         let syncs = self.deps.state.syncs_for_cohort(&name.cohort_id).await?;
         if syncs.is_empty() {
+            let u = UnmatchedExport::no_sync(key, size, &name.cohort_id, self.now());
+            self.keep_unmatched(u).await;
             return Ok(vec![Outcome::Ignored {
                 reason: format!("no sync for cohort {}", name.cohort_id),
             }]);
@@ -261,6 +267,13 @@ impl Engine {
             );
         }
         Ok(out)
+    }
+
+    /// Diagnostics only: a failed write is logged, never a reason to retry the event.
+    async fn keep_unmatched(&self, export: UnmatchedExport) {
+        if let Err(e) = self.deps.state.record_unmatched_export(&export).await {
+            warn!(error = %e, reason = %export.reason, "unmatched export not recorded");
+        }
     }
 
     /// The sweeper: every sync with work left (a cut-off run, held or deferred changes that can go now, a
