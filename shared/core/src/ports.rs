@@ -601,6 +601,22 @@ pub trait Invoker: Send + Sync {
     async fn invoke_async(&self, payload: &serde_json::Value) -> Result<(), PortError>;
 }
 
+/// Failure notifications (a webhook in production, see `crate::notify`). Best effort by contract: the
+/// adapter bounds its own time, logs its failures and never returns one; the engine also caps the wait.
+#[async_trait::async_trait]
+pub trait Notifier: Send + Sync {
+    async fn notify(&self, notice: &crate::notify::Notice);
+}
+
+/// Notifications off (no webhook configured).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoNotifier;
+
+#[async_trait::async_trait]
+impl Notifier for NoNotifier {
+    async fn notify(&self, _notice: &crate::notify::Notice) {}
+}
+
 /// The engine's time source: the system clock in production, a virtual one in the simulation.
 pub trait Clock: Send + Sync {
     fn now(&self) -> DateTime<Utc>;

@@ -1105,3 +1105,26 @@ impl Invoker for RecordingInvoker {
         Ok(())
     }
 }
+
+/// Notifier that keeps every notice (for assertions).
+#[derive(Default)]
+pub struct RecordingNotifier {
+    notices: Mutex<Vec<crate::notify::Notice>>,
+}
+
+impl RecordingNotifier {
+    pub fn new() -> RecordingNotifier {
+        RecordingNotifier::default()
+    }
+
+    pub fn notices(&self) -> Vec<crate::notify::Notice> {
+        lock(&self.notices).clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl super::Notifier for RecordingNotifier {
+    async fn notify(&self, notice: &crate::notify::Notice) {
+        lock(&self.notices).push(notice.clone());
+    }
+}

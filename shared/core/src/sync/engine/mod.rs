@@ -7,6 +7,7 @@ mod apply;
 mod commit;
 mod files;
 mod lease;
+mod notify;
 pub mod plan;
 mod prepare;
 mod preview;
@@ -28,7 +29,8 @@ use crate::cohort::naming::{DiffType, parse_export_key};
 use crate::cohort::unmatched::UnmatchedExport;
 use crate::model::{Cadence, ExportRef, RunState, RunTrigger, SyncConfig, SyncState};
 use crate::ports::{
-    Clock, CohortStore, ExportObject, Invoker, PortError, Schedules, StateStore, TokenVault,
+    Clock, CohortStore, ExportObject, Invoker, NoNotifier, Notifier, PortError, Schedules,
+    StateStore, TokenVault,
 };
 
 pub use lease::Start;
@@ -91,6 +93,8 @@ pub enum Outcome {
 pub struct Engine {
     deps: Deps,
     settings: EngineSettings,
+    /// Told after a run's outcome is committed (off unless [`Engine::with_notifier`]).
+    notifier: Arc<dyn Notifier>,
 }
 
 pub(crate) fn new_id() -> String {
@@ -115,7 +119,17 @@ pub fn audience_name(sync: &SyncConfig) -> String {
 
 impl Engine {
     pub fn new(deps: Deps, settings: EngineSettings) -> Engine {
-        Engine { deps, settings }
+        Engine {
+            deps,
+            settings,
+            notifier: Arc::new(NoNotifier),
+        }
+    }
+
+    /// Failure notifications go to `notifier` (see `crate::notify`).
+    pub fn with_notifier(mut self, notifier: Arc<dyn Notifier>) -> Engine {
+        self.notifier = notifier;
+        self
     }
 
     pub fn settings(&self) -> &EngineSettings {
