@@ -205,6 +205,13 @@ pub const CALLS: &[AwsCall] = &[
         &["secretsmanager:DeleteSecret"],
         &[M],
     ),
+    // notify.rs: the runner reads the notification webhook's URL.
+    call(
+        "notify.rs",
+        "get_secret_value",
+        &["secretsmanager:GetSecretValue"],
+        &[R],
+    ),
     // schedules.rs (EventBridge Scheduler): a schedule names the scheduler role, so writes pass it.
     call(
         "schedules.rs",
