@@ -1865,7 +1865,7 @@ async fn openapi_document_matches_the_router() {
             documented.insert((method.to_uppercase(), path.clone()), statuses);
         }
     }
-    assert_eq!(documented.len(), 15, "the issue's routes");
+    assert_eq!(documented.len(), 16, "the issue's routes");
 
     // A scenario over every route.
     let h = Harness::new().await;
@@ -1874,6 +1874,9 @@ async fn openapi_document_matches_the_router() {
         .await; // 401
     h.call("GET", "/v1/projects/bad.id/integration", None).await; // 400
     h.call("GET", &format!("{p}/integration"), None).await;
+    h.send(ApiRequest::new("GET", "/v1/unmatched-exports"))
+        .await; // 401
+    h.call("GET", "/v1/unmatched-exports", None).await;
     h.call(
         "PUT",
         &format!("{p}/mapping"),
@@ -2279,4 +2282,57 @@ fn template_routes_and_least_privilege() {
     }
     assert!(allow_statements >= 20, "policies were read");
     assert_eq!(routed, documented, "template routes = documented routes");
+}
+
+/// `GET /v1/unmatched-exports` answers the stored records newest first in the documented shape, on the
+/// save-mapping function only; other methods are not routes.
+#[tokio::test]
+async fn unmatched_exports_are_listed_newest_first() {
+    use audience_core::cohort::naming::parse_export_key;
+    use audience_core::cohort::unmatched::UnmatchedExport;
+    let h = Harness::new().await;
+    let now = Utc::now();
+    let bad = parse_export_key("cohorts/x.txt").unwrap_err();
+    let old = UnmatchedExport::misnamed(
+        "cohorts/x.txt",
+        Some(5),
+        &bad,
+        now - chrono::Duration::hours(1),
+    );
+    let new = UnmatchedExport::no_sync("cohorts/c9_2026-11-20T10:00_existing.csv", None, "c9", now);
+    h.adapters
+        .state
+        .record_unmatched_export(&old)
+        .await
+        .unwrap();
+    h.adapters
+        .state
+        .record_unmatched_export(&new)
+        .await
+        .unwrap();
+    let r = h.call("GET", "/v1/unmatched-exports", None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let list = r.json_body()["unmatched_exports"]
+        .as_array()
+        .cloned()
+        .unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0]["key"], "cohorts/c9_2026-11-20T10:00_existing.csv");
+    assert_eq!(list[0]["reason"], "no_sync");
+    assert_eq!(list[0]["cohort_id"], "c9");
+    assert_eq!(list[0]["size"], Value::Null);
+    assert_eq!(list[1]["key"], "cohorts/x.txt");
+    assert_eq!(list[1]["reason"], "extension");
+    assert_eq!(list[1]["size"], 5);
+    assert_eq!(list[1]["cohort_id"], Value::Null);
+    for u in &list {
+        let keys: BTreeSet<&str> = u.as_object().unwrap().keys().map(String::as_str).collect();
+        let want: BTreeSet<&str> =
+            ["key", "size", "seen_at", "reason", "message", "cohort_id"].into();
+        assert_eq!(keys, want);
+    }
+    assert_eq!(
+        h.call("POST", "/v1/unmatched-exports", None).await.status,
+        404
+    );
 }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use audience_aws::notify::WebhookNotifier;
 use audience_aws::{Adapters, AwsClients, Config};
 use audience_core::sync::engine::{EngineError, Outcome};
 use audience_core::sync::{Deps, Engine, EngineSettings, RunnerInput};
@@ -75,7 +76,14 @@ pub fn engine_with_clock(
         tiktok: Arc::new(tiktok),
         clock,
     };
-    Ok(Engine::new(deps, settings))
+    let engine = Engine::new(deps, settings);
+    Ok(match &config.notification_webhook_secret {
+        Some(secret) => engine.with_notifier(Arc::new(WebhookNotifier::new(
+            clients.secrets.clone(),
+            secret.clone(),
+        ))),
+        None => engine,
+    })
 }
 
 /// Handles one runner invocation. Unrecognized inputs are acknowledged and logged, never retried forever;

@@ -46,6 +46,8 @@ pub struct Config {
     pub tiktok_host: String,
     pub tiktok_rate: f64,
     pub token_cache_ttl: Duration,
+    /// The secret holding the failure-notification webhook URL (`NOTIFICATION_WEBHOOK_SECRET`); `None`: off.
+    pub notification_webhook_secret: Option<String>,
 }
 
 impl Config {
@@ -104,6 +106,7 @@ impl Config {
                 .unwrap_or_else(|| "https://business-api.tiktok.com".into()),
             tiktok_rate,
             token_cache_ttl,
+            notification_webhook_secret: non_empty("NOTIFICATION_WEBHOOK_SECRET"),
         })
     }
 

@@ -137,6 +137,14 @@ pub const CALLS: &[AwsCall] = &[
         &["dynamodb:UpdateItem"],
         &[R, O, M],
     ),
+    // The runner records unmatched exports; save-mapping lists them.
+    call(
+        "state/unmatched.rs",
+        "put_item",
+        &["dynamodb:PutItem"],
+        &[R],
+    ),
+    call("state/unmatched.rs", "query", &["dynamodb:Query"], &[M]),
     // cohorts.rs (S3).
     call("cohorts.rs", "list_objects_v2", &["s3:ListBucket"], &[R, M]),
     call("cohorts.rs", "head_object", &["s3:GetObject"], &[R, M]),
@@ -198,6 +206,13 @@ pub const CALLS: &[AwsCall] = &[
         "delete_secret",
         &["secretsmanager:DeleteSecret"],
         &[M],
+    ),
+    // notify.rs: the runner reads the notification webhook's URL.
+    call(
+        "notify.rs",
+        "get_secret_value",
+        &["secretsmanager:GetSecretValue"],
+        &[R],
     ),
     // schedules.rs (EventBridge Scheduler): a schedule names the scheduler role, so writes pass it.
     call(

@@ -8,6 +8,7 @@
 //! | `CohortStore` | [`S3CohortStore`] | S3 |
 //! | `Schedules` | [`EventBridgeSchedules`] | EventBridge Scheduler |
 //! | `Invoker` | [`LambdaInvoker`] | Lambda `Invoke` (asynchronous) |
+//! | `Notifier` | [`notify::WebhookNotifier`] | Secrets Manager (the URL) + an HTTPS webhook |
 //!
 //! Configuration comes from environment variables ([`Config`], documented in `docs/configuration.md`); the SDK
 //! clients are built once per process ([`AwsClients`]).
@@ -18,6 +19,7 @@ pub mod config;
 mod error;
 pub mod iam_actions;
 pub mod invoker;
+pub mod notify;
 pub mod provision;
 pub mod rate;
 pub mod s3_versions;

@@ -14,11 +14,13 @@ mod integration;
 mod leases;
 mod runs;
 mod syncs;
+mod unmatched;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use audience_core::cohort::unmatched::UnmatchedExport;
 use audience_core::model::{
     Advertiser, ExportRef, Fence, Integration, IntegrationStatus, KeyMapping, Lease, OAuthState,
     PreviewRecord, RunLedger, SnapshotPointer, SyncConfig, SyncProgress,
@@ -359,5 +361,17 @@ impl StateStore for DynamoStateStore {
         preview_id: &str,
     ) -> Result<Option<PreviewRecord>, PortError> {
         runs::get_preview(self, project_id, preview_id).await
+    }
+
+    async fn record_unmatched_export(&self, export: &UnmatchedExport) -> Result<(), PortError> {
+        unmatched::record(self, export).await
+    }
+
+    async fn list_unmatched_exports(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<UnmatchedExport>, PortError> {
+        unmatched::list(self, now, limit).await
     }
 }

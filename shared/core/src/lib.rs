@@ -6,6 +6,7 @@ pub mod cohort;
 pub mod digests;
 pub mod identifiers;
 pub mod model;
+pub mod notify;
 pub mod ports;
 pub mod report;
 pub mod sync;

@@ -11,6 +11,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use secrecy::SecretString;
 
 use crate::cohort::naming::ExportName;
+use crate::cohort::unmatched::UnmatchedExport;
 use crate::model::{
     Advertiser, ExportRef, Fence, Integration, IntegrationStatus, KeyMapping, Lease, OAuthState,
     PreviewRecord, RunLedger, SnapshotPointer, SnapshotRef, SyncConfig, SyncProgress,
@@ -319,6 +320,17 @@ pub trait StateStore: Send + Sync {
         project_id: &str,
         preview_id: &str,
     ) -> Result<Option<PreviewRecord>, PortError>;
+
+    // --- unmatched exports (diagnostics of the whole deployment, no project) ---
+    /// Keeps an object that started nothing: one record per key (a repeat replaces it, so repeats do not
+    /// grow the table), forgotten after [`crate::cohort::unmatched::UNMATCHED_RETENTION_DAYS`].
+    async fn record_unmatched_export(&self, export: &UnmatchedExport) -> Result<(), PortError>;
+    /// Newest first (by `seen_at`), at most `limit`, only those not expired at `now`.
+    async fn list_unmatched_exports(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<UnmatchedExport>, PortError>;
 }
 
 /// Read-modify-write of a sync under optimistic concurrency: applies `change` to the current record and stores
@@ -589,6 +601,22 @@ pub trait Schedules: Send + Sync {
 #[async_trait::async_trait]
 pub trait Invoker: Send + Sync {
     async fn invoke_async(&self, payload: &serde_json::Value) -> Result<(), PortError>;
+}
+
+/// Failure notifications (a webhook in production, see `crate::notify`). Best effort by contract: the
+/// adapter bounds its own time, logs its failures and never returns one; the engine also caps the wait.
+#[async_trait::async_trait]
+pub trait Notifier: Send + Sync {
+    async fn notify(&self, notice: &crate::notify::Notice);
+}
+
+/// Notifications off (no webhook configured).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoNotifier;
+
+#[async_trait::async_trait]
+impl Notifier for NoNotifier {
+    async fn notify(&self, _notice: &crate::notify::Notice) {}
 }
 
 /// The engine's time source: the system clock in production, a virtual one in the simulation.

@@ -7,6 +7,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::faults::Faults;
 use crate::port_call;
+use audience_core::cohort::unmatched::UnmatchedExport;
 use audience_core::model::{
     Advertiser, ExportRef, Fence, Integration, IntegrationStatus, KeyMapping, OAuthState,
     PreviewRecord, RunLedger, SnapshotPointer, SyncConfig, SyncProgress,
@@ -289,5 +290,16 @@ impl StateStore for FaultyState {
             false,
             self.inner.get_preview(p, id)
         )
+    }
+    // Diagnostics only (never on a run's path): not faulted, so seeds replay as before.
+    async fn record_unmatched_export(&self, e: &UnmatchedExport) -> R<()> {
+        self.inner.record_unmatched_export(e).await
+    }
+    async fn list_unmatched_exports(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> R<Vec<UnmatchedExport>> {
+        self.inner.list_unmatched_exports(now, limit).await
     }
 }

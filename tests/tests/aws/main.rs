@@ -4,6 +4,7 @@
 mod cohorts;
 mod invoker;
 mod moto_atomic;
+mod notify;
 mod rate;
 mod schedules;
 mod state;

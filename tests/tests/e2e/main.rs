@@ -6,3 +6,4 @@ mod flows;
 mod integration;
 mod restart;
 mod support;
+mod unmatched;

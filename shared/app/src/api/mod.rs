@@ -20,6 +20,7 @@ pub mod lambda;
 mod oauth;
 mod project;
 mod syncs;
+mod unmatched;
 mod views;
 
 use std::sync::{Arc, Mutex};
@@ -351,6 +352,14 @@ impl Api {
         }
         if segments.first() == Some(&"console") {
             return Ok(self.console(req, &segments[1..]).await);
+        }
+        // Exports belong to no project: one top-level route, authorized like every /v1 route.
+        if segments == ["v1", "unmatched-exports"] {
+            self.authorize(req).await?;
+            if m != "GET" || !self.serves(Routes::SaveMapping) {
+                return Err(no_route(m, &req.path));
+            }
+            return self.list_unmatched_exports().await;
         }
         // Authorization comes first: nothing about the API is told to an unauthenticated caller.
         match segments.as_slice() {

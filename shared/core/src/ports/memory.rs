@@ -19,6 +19,7 @@ use super::{
 };
 use crate::cohort::listing::{ListStep, is_newer, list_steps};
 use crate::cohort::naming::parse_export_key;
+use crate::cohort::unmatched::UnmatchedExport;
 use crate::model::{
     Advertiser, ExportRef, Fence, Integration, IntegrationStatus, KeyMapping, Lease, OAuthState,
     PreviewRecord, RunLedger, SnapshotPointer, SnapshotRef, SyncConfig, SyncProgress, WriteMode,
@@ -70,6 +71,8 @@ struct StateData {
     previews: HashMap<(String, String), PreviewRecord>,
     /// cohort id -> newest export seen.
     seen_exports: HashMap<String, ExportRef>,
+    /// key -> the last time it started nothing.
+    unmatched: HashMap<String, UnmatchedExport>,
 }
 
 /// `StateStore` in memory.
@@ -655,6 +658,29 @@ impl StateStore for MemoryStateStore {
             .get(&(project_id.to_string(), preview_id.to_string()))
             .cloned())
     }
+
+    async fn record_unmatched_export(&self, export: &UnmatchedExport) -> Result<(), PortError> {
+        lock(&self.data)
+            .unmatched
+            .insert(export.key.clone(), export.clone());
+        Ok(())
+    }
+
+    async fn list_unmatched_exports(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<UnmatchedExport>, PortError> {
+        let mut all: Vec<UnmatchedExport> = lock(&self.data)
+            .unmatched
+            .values()
+            .filter(|u| u.expires_at() > now)
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| b.seen_at.cmp(&a.seen_at).then_with(|| a.key.cmp(&b.key)));
+        all.truncate(limit);
+        Ok(all)
+    }
 }
 
 /// `TokenVault` in memory (no cache: `invalidate` is recorded for assertions).
@@ -1083,5 +1109,28 @@ impl Invoker for RecordingInvoker {
     async fn invoke_async(&self, payload: &serde_json::Value) -> Result<(), PortError> {
         lock(&self.payloads).push(payload.clone());
         Ok(())
+    }
+}
+
+/// Notifier that keeps every notice (for assertions).
+#[derive(Default)]
+pub struct RecordingNotifier {
+    notices: Mutex<Vec<crate::notify::Notice>>,
+}
+
+impl RecordingNotifier {
+    pub fn new() -> RecordingNotifier {
+        RecordingNotifier::default()
+    }
+
+    pub fn notices(&self) -> Vec<crate::notify::Notice> {
+        lock(&self.notices).clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl super::Notifier for RecordingNotifier {
+    async fn notify(&self, notice: &crate::notify::Notice) {
+        lock(&self.notices).push(notice.clone());
     }
 }

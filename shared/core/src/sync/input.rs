@@ -11,6 +11,8 @@ pub struct S3Object {
     /// Decoded once from the event's URL encoding: a raw key.
     pub key: String,
     pub event_name: String,
+    /// The object's size as the event tells it.
+    pub size: Option<u64>,
 }
 
 /// Every payload the runner sends itself or receives from a schedule: serialized and parsed by this one type.
@@ -118,6 +120,7 @@ impl RunnerInput {
                     bucket,
                     key,
                     event_name,
+                    size: s3.pointer("/object/size").and_then(Value::as_u64),
                 });
             }
             return Ok(RunnerInput::S3(out));

@@ -7,10 +7,12 @@
 //! - [`leases`]: lease grants, fences, take-over, release, finish
 //! - [`runs`]: run ledgers (fenced, never rewritten, none after a delete), the sweeper's query, the daily
 //!   budget
+//! - [`unmatched`]: unmatched exports
 
 mod leases;
 mod records;
 mod runs;
+mod unmatched;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -138,6 +138,7 @@ impl Api {
                 }
                 Ok(see_other(&format!("/console/projects/{p}")))
             }
+            ("GET", ["exports"]) => self.exports_page(ctx).await,
             ("GET", ["projects", p]) => self.project_page(ctx, p).await,
             ("GET", ["projects", p, "syncs", s]) => self.sync_page(ctx, p, s).await,
             ("GET", ["projects", p, "previews", id]) => self.preview_page(ctx, p, id).await,

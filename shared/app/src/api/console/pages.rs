@@ -53,6 +53,38 @@ impl Api {
         ))
     }
 
+    /// Exports that reached the bucket but started nothing (misnamed, or a cohort no sync reads).
+    pub(crate) async fn exports_page(&self, ctx: &Ctx<'_>) -> Result<ApiResponse, ApiError> {
+        let list = self.list_unmatched_exports().await?.json_body();
+        let list = list["unmatched_exports"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        Ok(respond(
+            200,
+            page(
+                &ctx.shell("Unmatched exports"),
+                html! {
+                    h1 { "Unmatched exports" }
+                    section {
+                        p.hint { "Files that reached the bucket in the last 30 days but matched no sync or no export naming \
+                                  rule. Nothing was read from them." }
+                        @if list.is_empty() { p { "None: every export started a sync." } } @else {
+                            table {
+                                thead { tr { th { "Seen" } th { "Key" } th { "Size" } th { "Reason" } th { "Cohort" } } }
+                                tbody { @for e in &list { tr {
+                                    td { (when(&e["seen_at"])) } td { code { (text(&e["key"])) } } td.n { (count(&e["size"])) }
+                                    td { (badge(e["reason"].as_str().unwrap_or(""))) br; span.hint { (text(&e["message"])) } }
+                                    td { (text(&e["cohort_id"])) }
+                                } } }
+                            }
+                        }
+                    }
+                },
+            ),
+        ))
+    }
+
     pub(crate) async fn project_page(
         &self,
         ctx: &Ctx<'_>,

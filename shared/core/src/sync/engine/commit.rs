@@ -95,6 +95,7 @@ impl Engine {
         if s.next == Next::Fenced {
             return Ok(self.fenced(&ctx, "another run took the sync over"));
         }
+        let previous_run = ctx.sync.progress.last_run.clone();
         let old_base = ctx.sync.committed.as_ref().map(|c| c.snapshot.clone());
         let old_uncertain = ctx.sync.progress.uncertain.clone();
         let new_objects = match work {
@@ -156,8 +157,9 @@ impl Engine {
                 .as_deref()
                 .is_some_and(|r| r.contains("reconnect TikTok"))
         {
-            self.require_reconnect(&ctx.sync.project_id).await?;
+            ctx.reconnect_marked |= self.require_reconnect(&ctx.sync.project_id).await?;
         }
+        self.notify_committed(&ctx, previous_run.as_ref(), &s).await;
         Ok(done)
     }
 

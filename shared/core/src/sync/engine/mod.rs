@@ -7,6 +7,7 @@ mod apply;
 mod commit;
 mod files;
 mod lease;
+mod notify;
 pub mod plan;
 mod prepare;
 mod preview;
@@ -25,9 +26,11 @@ use tracing::{info, warn};
 use super::api::AudienceApi;
 use super::input::{RunnerInput, Trigger};
 use crate::cohort::naming::{DiffType, parse_export_key};
+use crate::cohort::unmatched::UnmatchedExport;
 use crate::model::{Cadence, ExportRef, RunState, RunTrigger, SyncConfig, SyncState};
 use crate::ports::{
-    Clock, CohortStore, ExportObject, Invoker, PortError, Schedules, StateStore, TokenVault,
+    Clock, CohortStore, ExportObject, Invoker, NoNotifier, Notifier, PortError, Schedules,
+    StateStore, TokenVault,
 };
 
 pub use lease::Start;
@@ -90,6 +93,8 @@ pub enum Outcome {
 pub struct Engine {
     deps: Deps,
     settings: EngineSettings,
+    /// Told after a run's outcome is committed (off unless [`Engine::with_notifier`]).
+    notifier: Arc<dyn Notifier>,
 }
 
 pub(crate) fn new_id() -> String {
@@ -114,7 +119,17 @@ pub fn audience_name(sync: &SyncConfig) -> String {
 
 impl Engine {
     pub fn new(deps: Deps, settings: EngineSettings) -> Engine {
-        Engine { deps, settings }
+        Engine {
+            deps,
+            settings,
+            notifier: Arc::new(NoNotifier),
+        }
+    }
+
+    /// Failure notifications go to `notifier` (see `crate::notify`).
+    pub fn with_notifier(mut self, notifier: Arc<dyn Notifier>) -> Engine {
+        self.notifier = notifier;
+        self
     }
 
     pub fn settings(&self) -> &EngineSettings {
@@ -146,7 +161,7 @@ impl Engine {
                         });
                         continue;
                     }
-                    out.extend(self.on_upload(&o.key, deadline).await?);
+                    out.extend(self.on_upload(&o.key, o.size, deadline).await?);
                 }
                 Ok(out)
             }
@@ -213,12 +228,15 @@ impl Engine {
     async fn on_upload(
         &self,
         key: &str,
+        size: Option<u64>,
         deadline: Option<DateTime<Utc>>,
     ) -> Result<Vec<Outcome>, EngineError> {
         let name = match parse_export_key(key) {
             Ok(n) => n,
             Err(e) => {
                 crate::cohort::unmatched::record(&e, "s3_event");
+                self.keep_unmatched(UnmatchedExport::misnamed(key, size, &e, self.now()))
+                    .await;
                 return Ok(vec![Outcome::Ignored {
                     reason: e.to_string(),
                 }]);
@@ -235,6 +253,8 @@ impl Engine {
         }
         let syncs = self.deps.state.syncs_for_cohort(&name.cohort_id).await?;
         if syncs.is_empty() {
+            let u = UnmatchedExport::no_sync(key, size, &name.cohort_id, self.now());
+            self.keep_unmatched(u).await;
             return Ok(vec![Outcome::Ignored {
                 reason: format!("no sync for cohort {}", name.cohort_id),
             }]);
@@ -261,6 +281,13 @@ impl Engine {
             );
         }
         Ok(out)
+    }
+
+    /// Diagnostics only: a failed write is logged, never a reason to retry the event.
+    async fn keep_unmatched(&self, export: UnmatchedExport) {
+        if let Err(e) = self.deps.state.record_unmatched_export(&export).await {
+            warn!(error = %e, reason = %export.reason, "unmatched export not recorded");
+        }
     }
 
     /// The sweeper: every sync with work left (a cut-off run, held or deferred changes that can go now, a

@@ -21,6 +21,8 @@ pub(super) struct Ctx<'t> {
     /// The ledger continues an unfinished run (same export, counts accumulate).
     pub continuing: bool,
     pub started: std::time::Instant,
+    /// This run moved the integration to `reconnect_required` (a notice is due after the commit).
+    pub reconnect_marked: bool,
 }
 
 /// What a run needs to plan and apply.
@@ -85,6 +87,7 @@ impl Engine {
             deadline,
             continuing,
             started: std::time::Instant::now(),
+            reconnect_marked: false,
         };
         // Marked before anything else: if this invocation dies from here on, the sweeper resumes the run.
         ctx.sync.progress.active_run = Some(ctx.ledger.run_id.clone());
@@ -225,7 +228,7 @@ impl Engine {
             }
         }
         let Some(conn) = self.deps.vault.get_connection(&project_id).await? else {
-            self.require_reconnect(&project_id).await?;
+            ctx.reconnect_marked = self.require_reconnect(&project_id).await?;
             return Ok(quiet(
                 RunState::Failed,
                 "the integration is connected but its token is missing; reconnect TikTok",

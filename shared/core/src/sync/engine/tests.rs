@@ -550,3 +550,6 @@ async fn a_processed_audience_takes_the_next_edit_in_the_same_run() {
     );
     assert_eq!(t.members().await, want(30..160));
 }
+
+mod notify;
+mod unmatched;

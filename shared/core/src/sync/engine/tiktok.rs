@@ -223,8 +223,14 @@ impl Engine {
     }
 
     /// Marks the integration `reconnect_required` and disables the project's schedules: nothing more is
-    /// sent until the user reconnects (the OAuth callback re-enables them).
-    pub(super) async fn require_reconnect(&self, project_id: &str) -> Result<(), EngineError> {
+    /// sent until the user reconnects (the OAuth callback re-enables them). `true` when the integration was
+    /// not `reconnect_required` before (a notice is due once per change).
+    pub(super) async fn require_reconnect(&self, project_id: &str) -> Result<bool, EngineError> {
+        // Best effort: a failed read counts as a change (a second notice beats none).
+        let before = match self.deps.state.get_integration(project_id).await {
+            Ok(i) => i.map(|i| i.status),
+            Err(_) => None,
+        };
         self.deps
             .state
             .set_integration_status(project_id, IntegrationStatus::ReconnectRequired, self.now())
@@ -242,6 +248,6 @@ impl Engine {
             project_id,
             "TikTok token refused: integration marked reconnect_required, schedules disabled"
         );
-        Ok(())
+        Ok(before != Some(IntegrationStatus::ReconnectRequired))
     }
 }
