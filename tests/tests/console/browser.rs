@@ -175,7 +175,7 @@ async fn flow(st: &Stack, b: &Client) -> Result<(), String> {
     click(b, "a[href^='/console/projects/']").await;
     let page = source(b).await;
     assert!(
-        page.contains("s-connected") && page.contains("Sandbox Advertiser One"),
+        page.contains("s-connected") && page.contains(&st.advertiser()),
         "{page}"
     );
 

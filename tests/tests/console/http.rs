@@ -343,7 +343,7 @@ async fn every_page_is_under_the_strict_csp_and_shows_the_apis_data() {
     );
 
     let (_, project, _) = c.get(&format!("/console/projects/{p}")).await;
-    assert!(project.contains(&cohort) && project.contains("Sandbox Advertiser One"));
+    assert!(project.contains(&cohort) && project.contains("Local Advertiser One"));
     assert!(project.contains("Amplitude property <code>email</code>"));
 
     let (_, page, _) = c.get(&format!("/console/projects/{p}/syncs/{sid}")).await;
