@@ -10,7 +10,15 @@ MOTO_PY := $(abspath $(PY))
 SAMVENV := .venv-sam
 CARGO ?= cargo
 
-.PHONY: test lint fmt-check clippy unit bench demo venv clean-venv template-lint sam-build fuzz bench-e2e deploy-check
+# Headless Chromium for the console's browser test (tests/tests/console/browser.rs): Debian's chromium and
+# chromium-driver. Installed only when missing (apt needs root, or sudo).
+browser-deps:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; else \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; \
+	fi
+
+.PHONY: browser-deps test lint fmt-check clippy unit bench demo venv clean-venv template-lint sam-build fuzz bench-e2e deploy-check
 
 $(MOTO):
 	python3 -m venv $(VENV)
@@ -40,7 +48,7 @@ clippy:
 lint: fmt-check clippy
 
 # All tests. AWS tests start their own moto server from the venv (or use AWS_ENDPOINT_URL if set).
-unit: venv $(SAMVENV)/.samtranslator
+unit: venv $(SAMVENV)/.samtranslator browser-deps
 	MOTO_PYTHON=$(MOTO_PY) SAM_PYTHON=$(abspath $(SAMVENV))/bin/python $(CARGO) test --workspace
 
 test: lint template-lint unit

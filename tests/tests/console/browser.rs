@@ -109,6 +109,20 @@ async fn source(b: &Client) -> String {
     b.source().await.expect("page source")
 }
 
+/// The page once it contains `needle`: a click that submits a form returns before the next page has loaded,
+/// so every step waits for the page it leads to (bounded).
+async fn wait_for(b: &Client, needle: &str) -> String {
+    let mut html = String::new();
+    for _ in 0..200 {
+        html = source(b).await;
+        if html.contains(needle) {
+            return html;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the page never showed {needle:?}: {html}");
+}
+
 async fn shot(b: &Client, name: &str) {
     if let Some(dir) = std::env::var_os("CONSOLE_SCREENSHOTS") {
         let png = b.screenshot().await.expect("screenshot");
@@ -159,21 +173,21 @@ async fn flow(st: &Stack, b: &Client) -> Result<(), String> {
     shot(b, "sign-in").await;
     fill(b, "#token", "wrong-token").await;
     click(b, "button[type=submit]").await;
-    assert!(source(b).await.contains("That is not the admin token."));
+    wait_for(b, "That is not the admin token.").await;
     fill(b, "#token", &st.c.ready.admin_token).await;
     click(b, "button[type=submit]").await;
-    assert!(source(b).await.contains("<h1>Projects</h1>"));
+    wait_for(b, "<h1>Projects</h1>").await;
 
     // Open the project and connect it through TikTok's consent page and the OAuth callback.
     fill(b, "#project", &p).await;
     click(b, "form[action='/console/open'] button").await;
-    assert!(source(b).await.contains("Connect TikTok"));
+    wait_for(b, "Connect TikTok").await;
     click(b, "form[action$='/connect'] button").await;
+    wait_for(b, "Continue to TikTok").await;
     click(b, "#continue-to-tiktok").await;
-    let callback = source(b).await;
-    assert!(callback.contains("TikTok connected"), "{callback}");
+    wait_for(b, "TikTok connected").await;
     click(b, "a[href^='/console/projects/']").await;
-    let page = source(b).await;
+    let page = wait_for(b, "s-connected").await;
     assert!(
         page.contains("s-connected") && page.contains(&st.advertiser()),
         "{page}"
@@ -185,7 +199,7 @@ async fn flow(st: &Stack, b: &Client) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     fill(b, "#amplitude_property", "email").await;
     click(b, "form[action$='/mapping'] button").await;
-    assert!(source(b).await.contains("CSRF token is missing or wrong"));
+    wait_for(b, "CSRF token is missing or wrong").await;
     assert!(st.integration(&p).await["mapping"].is_null());
 
     // The key mapping, then a sync.
@@ -194,12 +208,11 @@ async fn flow(st: &Stack, b: &Client) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     fill(b, "#amplitude_property", "email").await;
     click(b, "form[action$='/mapping'] button").await;
-    assert!(source(b).await.contains("Key mapping saved."));
+    wait_for(b, "Key mapping saved.").await;
     shot(b, "project").await;
     fill(b, "#cohort_id", &cohort).await;
     click(b, "form[action$='/syncs'] button").await;
-    let created = source(b).await;
-    assert!(created.contains("Sync created."), "{created}");
+    wait_for(b, "Sync created.").await;
     let sync_url = b.current_url().await.map_err(|e| e.to_string())?;
     let sid = sync_url
         .path()
@@ -295,7 +308,7 @@ async fn cross_site_post(
     b.goto(sync_url.as_str()).await.map_err(|e| e.to_string())?;
     click(b, "form[action$='/delete'] input[name=confirm]").await;
     click(b, "form[action$='/delete'] button").await;
-    assert!(source(b).await.contains("Sync deleted"));
+    wait_for(b, "Sync deleted").await;
     assert!(
         st.c.get(&format!("/v1/projects/{p}/syncs/{sid}"))
             .await
