@@ -344,6 +344,7 @@ const SYNC_KEYS: &[&str] = &[
     "project_id",
     "cohort_id",
     "advertiser_id",
+    "audience_name",
     "cadence",
     "write_mode",
     "state",
@@ -2358,4 +2359,109 @@ async fn unmatched_exports_are_listed_newest_first() {
         h.call("POST", "/v1/unmatched-exports", None).await.status,
         404
     );
+}
+
+/// Creating a sync with a token TikTok no longer accepts answers `reconnect_required` (not TikTok's raw
+/// error) and marks the integration as a run would.
+#[tokio::test]
+async fn creating_a_sync_with_a_revoked_token_asks_for_a_reconnect() {
+    let h = Harness::new().await;
+    h.connect_ok("rv").await;
+    h.map_email("rv").await;
+    h.sandbox_post(
+        "/_sandbox/tokens/revoke",
+        json!({"app_id": h.sandbox.app_id()}),
+    )
+    .await;
+    let r = h
+        .call(
+            "POST",
+            "/v1/projects/rv/syncs",
+            Some(json!({"cohort_id": "c1", "advertiser_id": h.adv(0), "cadence": "on_upload"})),
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(error_code(&r), "reconnect_required");
+    assert!(r.text().contains("reconnect TikTok"), "{}", r.text());
+    let i = h.call("GET", "/v1/projects/rv/integration", None).await;
+    assert_eq!(i.json_body()["status"], "reconnect_required");
+    assert!(h.state().list_syncs("rv").await.unwrap().is_empty());
+}
+
+/// `?state=` filters runs (across the store's pages); consecutive `up_to_date` runs collapse into one entry
+/// unless `collapse=false`.
+#[tokio::test]
+async fn runs_filter_by_state_and_up_to_date_runs_collapse() {
+    let h = Harness::new().await;
+    h.connect_ok("rf").await;
+    h.map_email("rf").await;
+    let r = h
+        .call(
+            "POST",
+            "/v1/projects/rf/syncs",
+            Some(json!({"cohort_id": "c", "advertiser_id": h.adv(0), "cadence": "hourly"})),
+        )
+        .await;
+    let id = r.json_body()["sync_id"].as_str().unwrap().to_string();
+    use audience_core::model::RunState::{Failed, Succeeded, UpToDate};
+    let mut ids = Vec::new();
+    for state in [Succeeded, UpToDate, UpToDate, UpToDate, Failed, UpToDate] {
+        let run_id = ulid::Ulid::new().to_string();
+        let mut l = ledger("rf", &id, &run_id);
+        l.state = state;
+        as_run(&h, "rf", &id, |_| {}, &[l]).await;
+        ids.push(run_id);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let base = format!("/v1/projects/rf/syncs/{id}/runs");
+    let get = |q: String| {
+        let h = &h;
+        let base = base.clone();
+        async move { h.call("GET", &format!("{base}{q}"), None).await }
+    };
+    let run_ids = |v: &Value| -> Vec<String> {
+        v["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["run_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // Newest first: ids[5] (up to date), ids[4] (failed), ids[3..=1] collapsed, ids[0].
+    let all = get(String::new()).await.json_body();
+    assert_eq!(
+        run_ids(&all),
+        vec![
+            ids[5].clone(),
+            ids[4].clone(),
+            ids[3].clone(),
+            ids[0].clone()
+        ]
+    );
+    assert_eq!(all["runs"][2]["collapsed_count"], 3);
+    assert!(all["runs"][0].get("collapsed_count").is_none());
+    let raw = get("?collapse=false".into()).await.json_body();
+    assert_eq!(run_ids(&raw).len(), 6);
+    let failed = get("?state=failed".into()).await.json_body();
+    assert_eq!(run_ids(&failed), vec![ids[4].clone()]);
+    // A filtered page that stops inside the store's page continues after the last run it read.
+    let p1 = get("?state=up_to_date&collapse=false&limit=2".into())
+        .await
+        .json_body();
+    assert_eq!(run_ids(&p1), vec![ids[5].clone(), ids[3].clone()]);
+    let cursor = p1["next_cursor"].as_str().expect("more").to_string();
+    let p2 = get(format!(
+        "?state=up_to_date&collapse=false&limit=2&cursor={cursor}"
+    ))
+    .await
+    .json_body();
+    assert_eq!(run_ids(&p2), vec![ids[2].clone(), ids[1].clone()]);
+    for bad in ["?state=done", "?collapse=maybe"] {
+        let r = get(bad.into()).await;
+        assert_eq!(
+            (r.status, error_code(&r)),
+            (400, "invalid_request".into()),
+            "{bad}"
+        );
+    }
 }

@@ -317,6 +317,29 @@ async fn every_page_is_under_the_strict_csp_and_shows_the_apis_data() {
     let run = st.run_of(&p, &sid, &key).await;
     assert_eq!(run["state"], "succeeded", "{run}");
     let api_sync = st.sync(&p, &sid).await;
+    assert_eq!(
+        api_sync["audience_name"],
+        json!(format!("Amplitude cohort {cohort} [as:{sid}]"))
+    );
+
+    // The audience's name is editable: TikTok's audience is renamed (keeping the engine's suffix).
+    let renamed =
+        st.c.api(
+            reqwest::Method::PATCH,
+            &format!("/v1/projects/{p}/syncs/{sid}"),
+            Some(json!({"audience_name": "VIP <b>buyers</b>"})),
+        )
+        .await
+        .expect("patch");
+    assert_eq!(renamed.status, 200, "{}", renamed.body);
+    let full = format!("VIP <b>buyers</b> [as:{sid}]");
+    assert_eq!(renamed.body["audience_name"], json!(full));
+    let audience_id = api_sync["tiktok_audience_id"].as_str().expect("audience");
+    let on_tiktok =
+        st.c.audience_details(audience_id)
+            .await
+            .expect("sandbox audience");
+    assert_eq!(on_tiktok["name"], json!(full), "{on_tiktok}");
 
     let c = Console::signed_in(&st).await;
     let pages = [
@@ -363,6 +386,10 @@ async fn every_page_is_under_the_strict_csp_and_shows_the_apis_data() {
     );
     assert!(page.contains(&group(e.rows)), "the run's rows are shown");
     assert!(page.contains("s-succeeded"), "the run's state is shown");
+    assert!(
+        page.contains("VIP &lt;b&gt;buyers&lt;/b&gt;") && !page.contains("<b>buyers"),
+        "names are escaped"
+    );
     // The stylesheet is the only other resource, and it is ours.
     let (status, css, h) = c.get("/console/static/console.css").await;
     assert_eq!(

@@ -503,7 +503,10 @@ fn one_sweeper_schedule_resumes_unfinished_runs() {
             if f == "OAuthCallbackFunction" {
                 assert!(!scans, "{f}");
             } else if scans {
-                assert!(format!("{:?}", st["Resource"]).contains("StateTable"), "{f}");
+                assert!(
+                    format!("{:?}", st["Resource"]).contains("StateTable"),
+                    "{f}"
+                );
             }
             if actions(st).iter().any(|a| a.starts_with("scheduler:")) {
                 assert!(format!("{:?}", st["Resource"]).contains("/sync-*"), "{f}");

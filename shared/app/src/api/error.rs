@@ -18,6 +18,8 @@ pub enum ErrorCode {
     AdvertiserNotAuthorized,
     AudienceLimit,
     Conflict,
+    /// TikTok refused the project's token: the user must reconnect.
+    ReconnectRequired,
     TikTokError,
     /// Our own infrastructure failed (DynamoDB, Secrets Manager, ... unreachable, or misconfigured).
     Internal,
@@ -35,6 +37,7 @@ impl ErrorCode {
             ErrorCode::AdvertiserNotAuthorized => "advertiser_not_authorized",
             ErrorCode::AudienceLimit => "audience_limit",
             ErrorCode::Conflict => "conflict",
+            ErrorCode::ReconnectRequired => "reconnect_required",
             ErrorCode::TikTokError => "tiktok_error",
             ErrorCode::Internal => "internal",
         }
@@ -50,7 +53,8 @@ impl ErrorCode {
             | ErrorCode::MappingMissing
             | ErrorCode::AdvertiserNotAuthorized
             | ErrorCode::AudienceLimit
-            | ErrorCode::Conflict => 409,
+            | ErrorCode::Conflict
+            | ErrorCode::ReconnectRequired => 409,
             ErrorCode::TikTokError => 502,
             ErrorCode::Internal => 500,
         }

@@ -2,7 +2,7 @@
 
 use audience_core::model::{
     Cadence, DEFAULT_MAX_REMOVAL_RATIO, DEFAULT_MIN_CREATE_SIZE, IntegrationStatus, PreviewRecord,
-    PreviewState, SyncConfig, SyncState, WriteMode,
+    PreviewState, RunLedger, RunState, SyncConfig, SyncState, WriteMode,
 };
 use audience_core::ports::{CreateSync, PortError, ScheduleRate, schedule_name, update_sync_with};
 use audience_core::sync::input::Trigger;
@@ -52,12 +52,47 @@ struct PatchSyncBody {
     max_removal_ratio: Option<f64>,
     #[serde(default)]
     min_create_size: Option<u64>,
+    #[serde(default)]
+    audience_name: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PreviewBody {
     s3_key: String,
+}
+
+/// Store pages read at most for one filtered page of runs.
+const MAX_FILTER_PAGES: usize = 20;
+
+/// Consecutive `up_to_date` runs (an hourly sync with an unchanged cohort) become one entry: the newest, with
+/// `collapsed_count` and the oldest one's `oldest_started_at`.
+fn collapse_up_to_date(runs: &[RunLedger]) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    let mut streak = 0u64;
+    for r in runs {
+        if r.state == RunState::UpToDate && streak > 0 {
+            streak += 1;
+            if let Some(last) = out.last_mut() {
+                last["collapsed_count"] = json!(streak);
+                last["oldest_started_at"] = json!(r.started_at);
+            }
+            continue;
+        }
+        streak = u64::from(r.state == RunState::UpToDate);
+        out.push(run_json(r));
+    }
+    out
+}
+
+fn check_name(n: Option<&str>) -> Result<Option<String>, ApiError> {
+    match n.map(str::trim) {
+        None => Ok(None),
+        Some(n) if n.is_empty() || n.chars().count() > 128 => {
+            Err(ApiError::invalid("audience_name must be 1-128 characters"))
+        }
+        Some(n) => Ok(Some(n.to_string())),
+    }
 }
 
 fn check_ratio(r: Option<f64>) -> Result<(), ApiError> {
@@ -150,13 +185,7 @@ impl Api {
                 "advertiser_id must be a TikTok advertiser id (a string of digits)",
             ));
         }
-        let name = match b.audience_name.as_deref().map(str::trim) {
-            None => None,
-            Some(n) if n.is_empty() || n.chars().count() > 128 => {
-                return Err(ApiError::invalid("audience_name must be 1-128 characters"));
-            }
-            Some(n) => Some(n.to_string()),
-        };
+        let name = check_name(b.audience_name.as_deref())?;
         check_ratio(b.max_removal_ratio)?;
         check_min_size(b.min_create_size)?;
         let write_mode = b.write_mode.unwrap_or_default();
@@ -287,6 +316,79 @@ impl Api {
         }
     }
 
+    /// A new name for a sync whose audience exists is given to TikTok first (the engine's name, with its
+    /// `[as:<sync id>]` suffix); before the audience exists, the name is only stored for its creation.
+    async fn rename_on_tiktok(&self, s: &SyncConfig, name: &str) -> Result<(), ApiError> {
+        let Some(audience_id) = s.progress.tiktok_audience_id.as_deref() else {
+            return Ok(());
+        };
+        let renamed = SyncConfig {
+            audience_name: Some(name.to_string()),
+            ..s.clone()
+        };
+        let full = audience_core::sync::engine::audience_name(&renamed);
+        if s.write_mode == WriteMode::Streaming {
+            return Err(ApiError::invalid(
+                "TikTok renames only customer-file audiences through its API: rename this streaming audience \
+                 in TikTok Ads Manager (the name is not changed here)",
+            ));
+        }
+        // A rename is an update call: it spends one of the audience's daily calls, as TikTok counts them.
+        let budget = audience_core::sync::EngineSettings::default().daily_budget;
+        let key = format!("sync:{}", s.sync_id);
+        if let audience_core::ports::BudgetOutcome::Exhausted { used } = self
+            .deps
+            .state
+            .try_consume_daily_call(&key, self.now(), budget)
+            .await?
+        {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "this audience used its {used} TikTok update calls of the UTC day; rename it tomorrow"
+                ),
+            ));
+        }
+        let conn = self
+            .deps
+            .vault
+            .get_connection(&s.project_id)
+            .await?
+            .ok_or_else(|| not_connected(&s.project_id))?;
+        let token = AccessToken::new(conn.access_token.expose_secret());
+        match self
+            .deps
+            .tiktok
+            .rename_audience(&token, &s.advertiser_id, audience_id, &full)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.tiktok_refusal(&s.project_id, &e).await),
+        }
+    }
+
+    /// A TikTok error as the API's: a refused token marks the integration `reconnect_required` (the rule a
+    /// run applies, `sync::reconnect`), anything else is `tiktok_error`.
+    async fn tiktok_refusal(&self, project_id: &str, e: &audience_tiktok::TikTokError) -> ApiError {
+        if e.action() != audience_tiktok::ErrorAction::ReconnectRequired {
+            return ApiError::tiktok(e);
+        }
+        let (st, sc) = (&*self.deps.state, &*self.deps.schedules);
+        if let Err(pe) =
+            audience_core::sync::reconnect::require_reconnect(st, sc, project_id, self.now()).await
+        {
+            return pe.into();
+        }
+        ApiError::new(
+            ErrorCode::ReconnectRequired,
+            format!(
+                "TikTok refused this project's token ({}): reconnect TikTok (POST \
+                 /v1/projects/{project_id}/connect or the console), then try again",
+                e.message()
+            ),
+        )
+    }
+
     /// TikTok keeps at most 400 audiences per advertiser: count them before adding one more.
     async fn check_audience_room(
         &self,
@@ -300,12 +402,10 @@ impl Api {
             .await?
             .ok_or_else(|| not_connected(project_id))?;
         let token = AccessToken::new(conn.access_token.expose_secret());
-        let list = self
-            .deps
-            .tiktok
-            .list_audiences(&token, advertiser_id)
-            .await
-            .map_err(|e| ApiError::tiktok(&e))?;
+        let list = match self.deps.tiktok.list_audiences(&token, advertiser_id).await {
+            Ok(l) => l,
+            Err(e) => return Err(self.tiktok_refusal(project_id, &e).await),
+        };
         let n = list.data.len();
         if n >= MAX_AUDIENCES_PER_ADVERTISER {
             return Err(ApiError::new(
@@ -328,7 +428,13 @@ impl Api {
         let b: PatchSyncBody = parse_body(req)?;
         check_ratio(b.max_removal_ratio)?;
         check_min_size(b.min_create_size)?;
+        let new_name = check_name(b.audience_name.as_deref())?;
         let before = self.load_sync(project_id, sync_id).await?;
+        if let Some(n) = &new_name
+            && before.audience_name.as_ref() != Some(n)
+        {
+            self.rename_on_tiktok(&before, n).await?;
+        }
         let updated = update_sync_with(self.deps.state.as_ref(), project_id, sync_id, |s| {
             if let Some(c) = b.cadence {
                 // A completed one-time sync given another cadence runs again: `Completed` is derived from
@@ -351,6 +457,9 @@ impl Api {
             }
             if let Some(n) = b.min_create_size {
                 s.min_create_size = n;
+            }
+            if let Some(n) = &new_name {
+                s.audience_name = Some(n.clone());
             }
             s.updated_at = chrono::Utc::now();
         })
@@ -477,13 +586,72 @@ impl Api {
                 "cursor must be a next_cursor of a previous page",
             ));
         }
+        let state = match req.query_param("state").filter(|v| !v.is_empty()) {
+            None => None,
+            Some(v) => Some(
+                serde_json::from_value::<RunState>(Value::from(v)).map_err(|_| {
+                    ApiError::invalid(format!(
+                        "state must be a run state (running, succeeded, held, up_to_date, waiting_for_minimum, \
+                         held_for_review, stale, skipped, failed), not {v:?}"
+                    ))
+                })?,
+            ),
+        };
+        let collapse = match req.query_param("collapse") {
+            None | Some("true") => true,
+            Some("false") => false,
+            Some(_) => return Err(ApiError::invalid("collapse must be true or false")),
+        };
         let s = self.load_sync(project_id, sync_id).await?;
-        let page = self.deps.state.list_runs(&s.sync_id, limit, cursor).await?;
-        let runs: Vec<Value> = page.runs.iter().map(run_json).collect();
+        let (runs, next_cursor) = self.runs_page(&s.sync_id, limit, cursor, state).await?;
+        let runs = if collapse {
+            collapse_up_to_date(&runs)
+        } else {
+            runs.iter().map(run_json).collect()
+        };
         Ok(ApiResponse::json(
             200,
-            &json!({"runs": runs, "next_cursor": page.next_cursor}),
+            &json!({"runs": runs, "next_cursor": next_cursor}),
         ))
+    }
+
+    /// Up to `limit` runs (of `state`, when given), newest first, reading the store's pages until enough
+    /// match; the cursor continues after the last run read.
+    async fn runs_page(
+        &self,
+        sync_id: &str,
+        limit: u32,
+        cursor: Option<&str>,
+        state: Option<RunState>,
+    ) -> Result<(Vec<RunLedger>, Option<String>), ApiError> {
+        let Some(state) = state else {
+            let page = self.deps.state.list_runs(sync_id, limit, cursor).await?;
+            return Ok((page.runs, page.next_cursor));
+        };
+        let mut out = Vec::new();
+        let mut cursor = cursor.map(str::to_string);
+        // A bounded walk: a rare state in a long history answers a short page with a cursor, not a timeout.
+        for _ in 0..MAX_FILTER_PAGES {
+            let page = self
+                .deps
+                .state
+                .list_runs(sync_id, limit, cursor.as_deref())
+                .await?;
+            for r in page.runs {
+                if out.len() == limit as usize {
+                    return Ok((out, cursor));
+                }
+                // The cursor is the last run read (matching or not): the next page starts after it.
+                cursor = Some(r.run_id.clone());
+                if r.state == state {
+                    out.push(r);
+                }
+            }
+            if page.next_cursor.is_none() {
+                return Ok((out, None));
+            }
+        }
+        Ok((out, cursor))
     }
 
     pub(crate) async fn get_run(

@@ -53,6 +53,9 @@ pub fn sync_json(s: &SyncConfig) -> Value {
         "project_id": s.project_id,
         "cohort_id": s.cohort_id,
         "advertiser_id": s.advertiser_id,
+        // The TikTok audience's name (the user's, or the default, with the `[as:<sync id>]` suffix the
+        // engine finds it by); PATCH `audience_name` changes it.
+        "audience_name": audience_core::sync::engine::audience_name(s),
         "cadence": enum_str(&s.cadence),
         "write_mode": enum_str(&s.write_mode),
         // What the sync is doing (paused, active, or completed once a one-time sync applied its export).

@@ -7,6 +7,7 @@ pub mod engine;
 pub mod guards;
 pub mod input;
 pub mod ledger;
+pub mod reconnect;
 
 pub use api::AudienceApi;
 pub use engine::{COMMIT_ALLOWANCE, Deps, Engine, EngineSettings, TIKTOK_REQUEST_TIMEOUT};

@@ -246,7 +246,7 @@ fn run_row(r: &Value) -> Markup {
     html! {
         tr {
             td { (when(&r["started_at"]))
-                @if let Some(n) = r["collapsed_count"].as_u64().filter(|n| *n > 1) { br; span.hint { "×" (n) " runs until " (when(&r["last_started_at"])) } } }
+                @if let Some(n) = r["collapsed_count"].as_u64().filter(|n| *n > 1) { br; span.hint { "×" (n) " runs since " (when(&r["oldest_started_at"])) } } }
             td { (text(&r["trigger"])) }
             td { (badge(r["state"].as_str().unwrap_or(""))) @if let Some(reason) = r["reason"].as_str() { br; span.hint { (reason) } } }
             td.n { (count(&r["rows"])) } td.n { (count(&r["valid"])) } td.n { (count(&r["unique"])) }
@@ -274,7 +274,7 @@ fn settings_form(ctx: &Ctx<'_>, base: &str, s: &Value) -> Markup {
                         input #min_create_size name="min_create_size" inputmode="numeric" value=(text(&s["min_create_size"]));
                         p.hint { "The audience is created once the cohort has this many usable ids." } }
                     div { label for="audience_name" { "Audience name" }
-                        input #audience_name name="audience_name" maxlength="128" value=(s["audience_name"].as_str().unwrap_or_default()); }
+                        input #audience_name name="audience_name" maxlength="128" value=(user_name(s)); }
                 }
                 div.actions { button type="submit" { "Save settings" } }
             }
@@ -299,5 +299,14 @@ fn preview_form(ctx: &Ctx<'_>, base: &str, s: &Value) -> Markup {
                 " " button.secondary type="submit" { "Preview" }
             }
         }
+    }
+}
+
+/// The audience name as the user wrote it: TikTok's name without the `[as:<sync id>]` suffix the engine adds.
+fn user_name(s: &Value) -> String {
+    let full = s["audience_name"].as_str().unwrap_or_default();
+    match full.rfind(" [as:") {
+        Some(i) if full.ends_with(']') => full[..i].to_string(),
+        _ => full.to_string(),
     }
 }

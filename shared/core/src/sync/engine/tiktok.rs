@@ -5,13 +5,12 @@
 use std::future::Future;
 
 use secrecy::SecretString;
-use tracing::warn;
 
 use super::apply::Token;
 use super::prepare::Ctx;
 use super::settle::Stop;
 use super::{Engine, EngineError, audience_name};
-use crate::model::{AudienceCreateIntent, IntegrationStatus, TikTokAudienceStatus};
+use crate::model::{AudienceCreateIntent, TikTokAudienceStatus};
 use crate::sync::api::{Ack, ApiError, ApiErrorKind, AudienceView};
 
 impl Engine {
@@ -226,28 +225,7 @@ impl Engine {
     /// sent until the user reconnects (the OAuth callback re-enables them). `true` when the integration was
     /// not `reconnect_required` before (a notice is due once per change).
     pub(super) async fn require_reconnect(&self, project_id: &str) -> Result<bool, EngineError> {
-        // Best effort: a failed read counts as a change (a second notice beats none).
-        let before = match self.deps.state.get_integration(project_id).await {
-            Ok(i) => i.map(|i| i.status),
-            Err(_) => None,
-        };
-        self.deps
-            .state
-            .set_integration_status(project_id, IntegrationStatus::ReconnectRequired, self.now())
-            .await?;
-        for s in self.deps.state.list_syncs(project_id).await? {
-            if s.cadence.is_recurring() {
-                let enabled = s.schedule_enabled(IntegrationStatus::ReconnectRequired);
-                self.deps
-                    .schedules
-                    .set_schedule_enabled(&s.sync_id, enabled)
-                    .await?;
-            }
-        }
-        warn!(
-            project_id,
-            "TikTok token refused: integration marked reconnect_required, schedules disabled"
-        );
-        Ok(before != Some(IntegrationStatus::ReconnectRequired))
+        let (st, sc) = (&*self.deps.state, &*self.deps.schedules);
+        Ok(crate::sync::reconnect::require_reconnect(st, sc, project_id, self.now()).await?)
     }
 }
