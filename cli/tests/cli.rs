@@ -209,13 +209,19 @@ fn preview_from_stdin_and_text_format() {
     assert!(o.status.success());
     let r: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_counts(&r, &expected_dirty());
+    // Its malformed rows are above a run's 1 % limit: the CLI says what the run would say.
+    assert_eq!(r["verdict"]["outcome"], "would_refuse");
+    assert_eq!(r["verdict"]["guard"], "malformed_rows");
+    assert_eq!(r["verdict"]["state"], "failed");
     let o = run_with_stdin(
         &["preview", "-", "--key", "email", "--column", "email"],
         &dirty_export(),
     );
     let text = stdout(&o);
     assert!(
-        text.contains("unique") && text.contains("malformed_row") && text.contains("matched"),
+        text.contains("unique")
+            && text.contains("malformed_row")
+            && text.contains("would refuse this file (guard malformed_rows, run state failed)"),
         "{text}"
     );
 }
@@ -362,4 +368,49 @@ fn failures_exit_1_with_one_line() {
     ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("could not be read whole"));
+}
+
+/// The walk-through's files: all-MD5 emails and phones without a region have no usable identifier. The CLI
+/// must not say "wait until the cohort grows" (a run fails them, for the same guard).
+#[test]
+fn files_without_a_usable_identifier_are_refused_as_a_run_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let md5 = dir.path().join("md5.csv");
+    let mut body = String::from("email\n");
+    for i in 0..40 {
+        body.push_str(&format!("{:032x}\n", 0xabcdef_u128 * (i + 1)));
+    }
+    std::fs::write(&md5, body).unwrap();
+    let r = preview_json(&md5, &[]);
+    assert_eq!(r["unique"], 0);
+    assert_eq!(r["verdict"]["guard"], "no_usable_identifiers", "{r}");
+    assert_eq!(r["verdict"]["state"], "failed");
+
+    let phones = dir.path().join("phones.csv");
+    std::fs::write(&phones, "phone\n2025550143\n(202) 555-0178\n2025550199\n").unwrap();
+    let o = run(&[
+        "preview",
+        phones.to_str().unwrap(),
+        "--key",
+        "phone",
+        "--column",
+        "phone",
+        "--format",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["verdict"]["guard"], "no_usable_identifiers", "{r}");
+    let text = stdout(&run(&[
+        "preview",
+        phones.to_str().unwrap(),
+        "--key",
+        "phone",
+        "--column",
+        "phone",
+    ]));
+    assert!(
+        !text.contains("grows") && text.contains("no_usable_identifiers"),
+        "{text}"
+    );
 }

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::cohort::{CohortDigests, ExportName};
+use crate::model::{RunState, WriteMode};
+use crate::sync::guards::{self, GuardInput, GuardSettings, Verdict};
 
 /// TikTok's minimum audience size (it counts *matched* users, so more uploads are needed in practice).
 pub const TIKTOK_MIN_AUDIENCE: u64 = 1000;
@@ -28,6 +30,42 @@ pub struct PreviewReport {
     pub key: String,
     pub column: String,
     pub rule_version: u16,
+    /// What a first run of a new customer-file sync with the default guards would do with this file: the
+    /// engine's own guards (`sync::guards`), so a preview and a run cannot disagree.
+    pub verdict: PreviewVerdict,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct PreviewVerdict {
+    /// `would_apply` or `would_refuse`.
+    pub outcome: &'static str,
+    /// The run state a refusal gives (`failed`, `held_for_review`, `waiting_for_minimum`).
+    pub state: Option<RunState>,
+    pub guard: Option<&'static str>,
+    pub message: String,
+}
+
+impl PreviewVerdict {
+    pub fn of(v: &Verdict) -> PreviewVerdict {
+        match v {
+            Verdict::Proceed => PreviewVerdict {
+                outcome: "would_apply",
+                state: None,
+                guard: None,
+                message: "every guard passes: a run would send this file's identifiers".into(),
+            },
+            Verdict::Refuse {
+                guard,
+                state,
+                reason,
+            } => PreviewVerdict {
+                outcome: "would_refuse",
+                state: Some(*state),
+                guard: Some(guard),
+                message: reason.clone(),
+            },
+        }
+    }
 }
 
 impl PreviewReport {
@@ -38,7 +76,20 @@ impl PreviewReport {
         column: &str,
     ) -> PreviewReport {
         let c = read.counts();
+        // A first run of a new sync: no audience yet, nothing to remove, the default guards.
+        let verdict = guards::check(
+            &GuardInput {
+                stats: &read.stats,
+                unique: c.unique,
+                base_len: 0,
+                removes: 0,
+                write_mode: WriteMode::CustomerFile,
+                audience_exists: false,
+            },
+            &GuardSettings::default(),
+        );
         PreviewReport {
+            verdict: PreviewVerdict::of(&verdict),
             rows: c.rows,
             valid: c.valid,
             unique: c.unique,
@@ -89,18 +140,21 @@ impl PreviewReport {
                 "vs previous snapshot: +{a} to add, -{r} to remove\n"
             ));
         }
-        if self.meets_tiktok_minimum {
-            s.push_str(&format!(
-                "{} unique identifiers: at least TikTok's minimum of {TIKTOK_MIN_AUDIENCE}. TikTok counts \
-                 *matched* users (often 40-80% of uploads), so the audience may still be too small.\n",
+        match self.verdict.guard {
+            None => s.push_str(&format!(
+                "{} unique identifiers. TikTok counts *matched* users (often 40-80% of uploads), so the \
+                 audience may still be smaller than that.\nverdict: a first run would apply this file.\n",
                 self.unique
-            ));
-        } else {
-            s.push_str(&format!(
-                "{} unique identifiers: below TikTok's minimum of {TIKTOK_MIN_AUDIENCE} matched users; \
-                 a customer-file sync will wait until the cohort grows.\n",
-                self.unique
-            ));
+            )),
+            Some(g) => s.push_str(&format!(
+                "verdict: a first run would refuse this file (guard {g}, run state {}): {}\n",
+                self.verdict
+                    .state
+                    .and_then(|st| serde_json::to_value(st).ok())
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                self.verdict.message
+            )),
         }
         s
     }

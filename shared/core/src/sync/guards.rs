@@ -14,10 +14,27 @@ pub struct GuardSettings {
     pub min_create_size: u64,
 }
 
+impl Default for GuardSettings {
+    /// A new sync's guards: what a run applies when the user set nothing (the CLI and previews use these).
+    fn default() -> Self {
+        GuardSettings {
+            max_malformed_ratio: crate::sync::engine::DEFAULT_MAX_MALFORMED_RATIO,
+            max_removal_ratio: crate::model::DEFAULT_MAX_REMOVAL_RATIO,
+            min_create_size: crate::model::DEFAULT_MIN_CREATE_SIZE,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     Proceed,
-    Refuse { state: RunState, reason: String },
+    /// `guard`: which guard refused (`malformed_rows`, `no_usable_identifiers`, `max_removal_ratio`,
+    /// `min_create_size`).
+    Refuse {
+        guard: &'static str,
+        state: RunState,
+        reason: String,
+    },
 }
 
 pub struct GuardInput<'a> {
@@ -33,6 +50,7 @@ pub fn check(input: &GuardInput<'_>, s: &GuardSettings) -> Verdict {
     let malformed = input.stats.malformed_ratio();
     if malformed > s.max_malformed_ratio {
         return Verdict::Refuse {
+            guard: "malformed_rows",
             state: RunState::Failed,
             reason: format!(
                 "{:.2} % of the export's rows are malformed (limit {:.2} %): the file looks broken \
@@ -42,10 +60,32 @@ pub fn check(input: &GuardInput<'_>, s: &GuardSettings) -> Verdict {
             ),
         };
     }
+    // Rows, but not one usable identifier (all MD5, phones without a region, the wrong column): the file
+    // is wrong for this mapping, not a cohort that will grow; an existing audience must not be emptied.
+    if input.stats.rows > 0 && input.unique == 0 {
+        let reasons: Vec<String> = input
+            .stats
+            .skipped_map()
+            .into_iter()
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect();
+        return Verdict::Refuse {
+            guard: "no_usable_identifiers",
+            state: RunState::Failed,
+            reason: format!(
+                "none of the export's {} rows has a usable identifier for this mapping (skipped: {}); \
+                 check the mapped property, the key type and (for phones) the default region; the audience \
+                 was left unchanged",
+                input.stats.rows,
+                reasons.join(", ")
+            ),
+        };
+    }
     if input.base_len > 0 {
         let ratio = input.removes as f64 / input.base_len as f64;
         if ratio > s.max_removal_ratio {
             return Verdict::Refuse {
+                guard: "max_removal_ratio",
                 state: RunState::HeldForReview,
                 reason: format!(
                     "this export would remove {} of the audience's {} users ({:.1} %, above the sync's \
@@ -63,6 +103,7 @@ pub fn check(input: &GuardInput<'_>, s: &GuardSettings) -> Verdict {
         && input.unique < s.min_create_size
     {
         return Verdict::Refuse {
+            guard: "min_create_size",
             state: RunState::WaitingForMinimum,
             reason: format!(
                 "the cohort has {} unique identifiers; a customer-file audience is created from {} \
@@ -120,6 +161,34 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn rows_without_one_usable_identifier_fail_even_for_a_new_audience() {
+        let mut s = ReadStats::default();
+        s.rows = 50;
+        for _ in 0..50 {
+            s.skip(SkipReason::UnsupportedHash);
+        }
+        let mut i = input(&s);
+        i.unique = 0;
+        i.audience_exists = false;
+        match check(&i, &settings()) {
+            Verdict::Refuse {
+                guard,
+                state,
+                reason,
+            } => {
+                assert_eq!((guard, state), ("no_usable_identifiers", RunState::Failed));
+                assert!(reason.contains("unsupported_hash 50"), "{reason}");
+            }
+            v => panic!("{v:?}"),
+        }
+        // An empty export (no rows) is a cohort that emptied: the removal guard decides.
+        let empty = ReadStats::default();
+        let mut i = input(&empty);
+        i.unique = 0;
+        assert_eq!(check(&i, &settings()), Verdict::Proceed);
     }
 
     #[test]

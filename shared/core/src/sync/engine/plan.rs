@@ -168,7 +168,7 @@ impl Engine {
         ctx.ledger.adds.planned = ctx.ledger.adds.applied + adds.len() as u64;
         ctx.ledger.removes.planned = ctx.ledger.removes.applied + removes.len() as u64;
         ctx.ledger.uncertain_resent = uncertain.len() as u64;
-        if let Verdict::Refuse { state, reason } = verdict {
+        if let Verdict::Refuse { state, reason, .. } = verdict {
             if state == RunState::WaitingForMinimum {
                 ctx.sync.progress.waiting_for_minimum = Some(counts.unique);
             }
