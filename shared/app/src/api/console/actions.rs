@@ -97,13 +97,7 @@ impl Api {
                 Ok(see_other(&format!("{project}/syncs/{id}?done=created")))
             }
             "disconnect" => {
-                let keep = ctx.field("keep_history") == Some("true");
-                let query: &[(&str, &str)] = if keep {
-                    &[("keep_history", "true")]
-                } else {
-                    &[]
-                };
-                self.v1(ctx, "DELETE", p, &["integration"], query, None)
+                self.v1(ctx, "DELETE", p, &["integration"], &[], None)
                     .await?;
                 Ok(see_other(&format!("{project}?done=disconnected")))
             }

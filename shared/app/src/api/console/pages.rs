@@ -270,10 +270,9 @@ fn disconnect_section(ctx: &Ctx<'_>, p: &str) -> Markup {
         section {
             h2 { "Disconnect" }
             p { "Disconnecting revokes and deletes the TikTok token, deletes the key mapping, every sync of this project, \
-                 their schedules, snapshots and reports. TikTok audiences already created stay in TikTok Ads Manager." }
+                 their schedules, snapshots, run history and reports. TikTok audiences already created stay in TikTok Ads Manager." }
             form method="post" action={ "/console/projects/" (p) "/disconnect" } {
                 (csrf_field(&ctx.csrf))
-                label { input type="checkbox" name="keep_history" value="true"; " Keep run history" }
                 div.actions { button.danger type="submit" { "Disconnect project" } }
             }
         }
