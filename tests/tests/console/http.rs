@@ -11,6 +11,9 @@ use audience_sync_tests::local::exports::{Dirt, amplitude_export, users};
 pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
                        frame-ancestors 'none'; base-uri 'none'";
 
+/// A form post that must be refused: its CSRF field, an extra header, what it stands for.
+type Refusal<'a> = (Option<&'a str>, Option<(&'a str, &'a str)>, &'a str);
+
 pub struct Console {
     pub base: String,
     pub http: reqwest::Client,
@@ -238,7 +241,7 @@ async fn forms_need_the_csrf_token_and_the_same_origin() {
         v
     };
     let good = Some(csrf.as_str());
-    let refused: [(Option<&str>, Option<(&str, &str)>, &str); 5] = [
+    let refused: [Refusal; 5] = [
         (None, None, "no CSRF token"),
         (Some("00ff"), None, "a wrong CSRF token"),
         (
@@ -404,7 +407,7 @@ pub fn group(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);
