@@ -410,6 +410,35 @@ pub enum RunState {
     Failed,
 }
 
+impl RunState {
+    pub const ALL: [RunState; 9] = [
+        RunState::Running,
+        RunState::Succeeded,
+        RunState::Held,
+        RunState::UpToDate,
+        RunState::WaitingForMinimum,
+        RunState::HeldForReview,
+        RunState::Stale,
+        RunState::Skipped,
+        RunState::Failed,
+    ];
+
+    /// The API's spelling (`up_to_date`), the serde name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Succeeded => "succeeded",
+            RunState::Held => "held",
+            RunState::UpToDate => "up_to_date",
+            RunState::WaitingForMinimum => "waiting_for_minimum",
+            RunState::HeldForReview => "held_for_review",
+            RunState::Stale => "stale",
+            RunState::Skipped => "skipped",
+            RunState::Failed => "failed",
+        }
+    }
+}
+
 /// Planned = applied + held + deferred.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChangeCounts {

@@ -10,12 +10,10 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use chrono::{TimeZone, Utc};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
 use super::support::{self, Stack};
-use audience_sync_tests::local::exports::{Dirt, amplitude_export, users};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -223,16 +221,7 @@ async fn flow(st: &Stack, b: &Client) -> Result<(), String> {
     assert_eq!(st.sync(&p, &sid).await["cohort_id"], json!(cohort));
 
     // Amplitude's export lands; the page shows the run and the audience size.
-    let e = amplitude_export(
-        &cohort,
-        Utc.with_ymd_and_hms(2026, 11, 20, 10, 0, 0).unwrap(),
-        &users(0..1_200),
-        Dirt::USUAL,
-        false,
-    );
-    let key = st.upload(&e).await;
-    let run = st.run_of(&p, &sid, &key).await;
-    assert_eq!(run["state"], "succeeded", "{run}");
+    let e = super::http::first_export_succeeds(st, &p, &sid, &cohort).await;
     let size = super::http::group(e.expected.len() as u64);
     let page = reload_until(b, sync_url.as_str(), |h| {
         h.contains("s-succeeded") && h.contains(&size)

@@ -6,7 +6,7 @@ use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use serde_json::json;
 
 use super::support::{self, Stack};
-use audience_sync_tests::local::exports::{Dirt, amplitude_export, users};
+use audience_sync_tests::local::exports::{Dirt, Export, amplitude_export, users};
 
 pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
                        frame-ancestors 'none'; base-uri 'none'";
@@ -309,16 +309,7 @@ async fn every_page_is_under_the_strict_csp_and_shows_the_apis_data() {
         )
         .await;
     let sid = sync["sync_id"].as_str().expect("sync_id").to_string();
-    let e = amplitude_export(
-        &cohort,
-        Utc.with_ymd_and_hms(2026, 11, 20, 10, 0, 0).unwrap(),
-        &users(0..1_200),
-        Dirt::USUAL,
-        false,
-    );
-    let key = st.upload(&e).await;
-    let run = st.run_of(&p, &sid, &key).await;
-    assert_eq!(run["state"], "succeeded", "{run}");
+    let e = first_export_succeeds(&st, &p, &sid, &cohort).await;
     let api_sync = st.sync(&p, &sid).await;
     assert_eq!(
         api_sync["audience_name"],
@@ -400,6 +391,21 @@ async fn every_page_is_under_the_strict_csp_and_shows_the_apis_data() {
         (200, Some("text/css; charset=utf-8"))
     );
     assert!(css.contains("--acc"));
+}
+
+/// Amplitude's first export of `cohort` (1,200 users, the usual dirt) lands and its run succeeds.
+pub async fn first_export_succeeds(st: &Stack, p: &str, sid: &str, cohort: &str) -> Export {
+    let e = amplitude_export(
+        cohort,
+        Utc.with_ymd_and_hms(2026, 11, 20, 10, 0, 0).unwrap(),
+        &users(0..1_200),
+        Dirt::USUAL,
+        false,
+    );
+    let key = st.upload(&e).await;
+    let run = st.run_of(p, sid, &key).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    e
 }
 
 /// Thousands separators as the console prints counts.

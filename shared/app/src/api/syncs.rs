@@ -589,12 +589,16 @@ impl Api {
         let state = match req.query_param("state").filter(|v| !v.is_empty()) {
             None => None,
             Some(v) => Some(
-                serde_json::from_value::<RunState>(Value::from(v)).map_err(|_| {
-                    ApiError::invalid(format!(
-                        "state must be a run state (running, succeeded, held, up_to_date, waiting_for_minimum, \
-                         held_for_review, stale, skipped, failed), not {v:?}"
-                    ))
-                })?,
+                RunState::ALL
+                    .into_iter()
+                    .find(|st| st.as_str() == v)
+                    .ok_or_else(|| {
+                        let all: Vec<&str> = RunState::ALL.map(RunState::as_str).to_vec();
+                        ApiError::invalid(format!(
+                            "state must be a run state ({}), not {v:?}",
+                            all.join(", ")
+                        ))
+                    })?,
             ),
         };
         let collapse = match req.query_param("collapse") {

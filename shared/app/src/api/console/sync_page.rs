@@ -1,5 +1,6 @@
 //! One sync's page (settings, TikTok's view, run history with a chart, actions) and a preview's page.
 
+use audience_core::model::RunState;
 use maud::{Markup, html};
 use serde_json::Value;
 
@@ -8,19 +9,6 @@ use super::layout::{
     advertiser_name, badge, count, csrf_field, flash, next_run, page, percent, respond, text, when,
 };
 use crate::api::{Api, ApiError, ApiResponse};
-
-/// Run states a user can filter by (the API's run states).
-const RUN_STATES: [&str; 9] = [
-    "running",
-    "succeeded",
-    "held",
-    "up_to_date",
-    "waiting_for_minimum",
-    "held_for_review",
-    "stale",
-    "skipped",
-    "failed",
-];
 
 impl Api {
     pub(crate) async fn sync_page(
@@ -34,7 +22,7 @@ impl Api {
         let filter = ctx
             .req
             .query_param("state")
-            .filter(|f| RUN_STATES.contains(f));
+            .filter(|f| RunState::ALL.iter().any(|st| st.as_str() == *f));
         let mut query = vec![("limit", "50")];
         if let Some(f) = filter {
             query.push(("state", f));
@@ -218,7 +206,7 @@ fn runs_section(base: &str, runs: &[Value], filter: Option<&str>) -> Markup {
                 label for="state" { "Show" }
                 select #state name="state" {
                     option value="" { "every state" }
-                    @for st in RUN_STATES { option value=(st) selected[filter == Some(st)] { (st.replace('_', " ")) } }
+                    @for st in RunState::ALL.map(RunState::as_str) { option value=(st) selected[filter == Some(st)] { (st.replace('_', " ")) } }
                 }
                 " " button.secondary type="submit" { "Filter" }
             }
