@@ -29,7 +29,15 @@ async fn restart_keeps_aws_and_tiktok_state() {
     .await
     .expect("sandbox");
     let name = support::stack_name();
-    let flags = ["--tiktok-sandbox", sandbox.base_url.as_str()];
+    // A short lease: the first stack is killed right after its run's ledger is written, which may be before
+    // the run released its lease (under load it often is). The lease then expires and the sweeper resumes the
+    // pending export, as designed; with the default 180 s lease that takes longer than the test waits.
+    let flags = [
+        "--tiktok-sandbox",
+        sandbox.base_url.as_str(),
+        "--lease-seconds",
+        "3",
+    ];
     let p = support::project();
     let cohort = support::cohort();
     let t0 = Utc.with_ymd_and_hms(2026, 11, 25, 14, 0, 0).unwrap();

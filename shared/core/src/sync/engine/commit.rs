@@ -125,6 +125,15 @@ impl Engine {
                 p.next_attempt_at = Some(self.now());
             }
         }
+        // The integration is marked before the failed run is visible: whoever reads the run (the API, the
+        // console) then sees `reconnect_required` too, never a reconnect reason on a `connected` project.
+        if let Some(RunState::Failed) = Some(s.state)
+            && s.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("reconnect TikTok"))
+        {
+            ctx.reconnect_marked |= self.require_reconnect(&ctx.sync.project_id).await?;
+        }
         let done = self.write_records(&mut ctx, &s, &new_objects).await?;
         if done.next == Next::Fenced {
             return Ok(done);
@@ -152,13 +161,6 @@ impl Engine {
             stale.push(old.snapshot);
         }
         self.drop_objects(&stale).await;
-        if let Some(RunState::Failed) = Some(s.state)
-            && s.reason
-                .as_deref()
-                .is_some_and(|r| r.contains("reconnect TikTok"))
-        {
-            ctx.reconnect_marked |= self.require_reconnect(&ctx.sync.project_id).await?;
-        }
         self.notify_committed(&ctx, previous_run.as_ref(), &s).await;
         Ok(done)
     }
