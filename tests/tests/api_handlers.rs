@@ -1814,7 +1814,7 @@ async fn previews_are_started_asynchronously() {
     let r = h.call("GET", &path, None).await;
     assert_eq!(
         r.json_body(),
-        json!({"state": "running", "report": null, "error": null})
+        json!({"state": "running", "s3_key": key, "sync_id": null, "report": null, "error": null})
     );
     // The runner fills the record in.
     let mut rec = h.state().get_preview("pp", &pid).await.unwrap().unwrap();
@@ -1824,7 +1824,7 @@ async fn previews_are_started_asynchronously() {
     let r = h.call("GET", &path, None).await;
     assert_eq!(
         r.json_body(),
-        json!({"state": "done", "report": {"rows": 1, "valid": 1}, "error": null})
+        json!({"state": "done", "s3_key": key, "sync_id": null, "report": {"rows": 1, "valid": 1}, "error": null})
     );
     let r = h.call("GET", "/v1/projects/pp/previews/NOSUCH", None).await;
     assert_eq!((r.status, error_code(&r).as_str()), (404, "not_found"));
@@ -1832,6 +1832,47 @@ async fn previews_are_started_asynchronously() {
         .call("GET", &format!("/v1/projects/other/previews/{pid}"), None)
         .await;
     assert_eq!(r.status, 404);
+}
+
+/// A preview may name a sync: the runner then compares with its committed snapshot and uses its guards.
+#[tokio::test]
+async fn a_preview_can_be_against_a_sync_of_the_same_cohort() {
+    let h = Harness::new().await;
+    h.connect_ok("pq").await;
+    h.map_email("pq").await;
+    let sync = json!({"cohort_id": "cohQ", "advertiser_id": h.adv(0), "cadence": "on_upload"});
+    let r = h.call("POST", "/v1/projects/pq/syncs", Some(sync)).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let sid = r.json_body()["sync_id"].as_str().unwrap().to_string();
+    let key = "cohorts/cohQ_2024-03-05T14:07_existing.csv";
+    let other = "cohorts/cohR_2024-03-05T14:07_existing.csv";
+    h.put_export(key, "email\na@example.com\n").await;
+    h.put_export(other, "email\na@example.com\n").await;
+    let post = |body: Value| h.call("POST", "/v1/projects/pq/previews", Some(body));
+    let r = post(json!({"s3_key": key, "sync_id": "NOSUCH"})).await;
+    assert_eq!((r.status, error_code(&r).as_str()), (404, "not_found"));
+    let r = post(json!({"s3_key": key, "sync_id": "../x"})).await;
+    assert_eq!(r.status, 404);
+    let r = post(json!({"s3_key": other, "sync_id": sid})).await;
+    assert_eq!(
+        (r.status, error_code(&r).as_str()),
+        (400, "invalid_request")
+    );
+    assert!(r.text().contains("cohort cohR"), "{}", r.text());
+    let r = post(json!({"s3_key": key, "sync_id": sid})).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let pid = r.json_body()["preview_id"].as_str().unwrap().to_string();
+    let sent = h.invoker.payloads();
+    assert_eq!(
+        sent.last(),
+        Some(
+            &json!({"trigger": "preview", "project_id": "pq", "preview_id": pid, "s3_key": key, "sync_id": sid})
+        )
+    );
+    let r = h
+        .call("GET", &format!("/v1/projects/pq/previews/{pid}"), None)
+        .await;
+    assert_eq!(r.json_body()["sync_id"], json!(sid));
 }
 
 // ------------------------------------------------------------------------------------------------ OpenAPI

@@ -519,6 +519,9 @@ pub struct PreviewRecord {
     pub preview_id: String,
     pub project_id: String,
     pub s3_key: String,
+    /// The sync the preview compares with, if one was named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_id: Option<String>,
     pub state: PreviewState,
     #[serde(default)]
     pub report: Option<serde_json::Value>,

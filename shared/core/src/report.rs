@@ -30,9 +30,31 @@ pub struct PreviewReport {
     pub key: String,
     pub column: String,
     pub rule_version: u16,
-    /// What a first run of a new customer-file sync with the default guards would do with this file: the
-    /// engine's own guards (`sync::guards`), so a preview and a run cannot disagree.
+    /// What a run would do with this file: the engine's own guards (`sync::guards`), so a preview and a run
+    /// cannot disagree. Against the sync in `against` when there is one, else a first run of a new
+    /// customer-file sync with the default guards.
     pub verdict: PreviewVerdict,
+    /// The sync the preview was computed against (its committed snapshot, uncertain set and guards).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub against: Option<PreviewBasis>,
+}
+
+/// What a sync-specific preview compared the file with.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct PreviewBasis {
+    pub sync_id: String,
+    pub audience_exists: bool,
+    /// Digests in the committed snapshot the adds and removes are counted from (0 before the first commit).
+    pub committed_digests: u64,
+    pub committed_export: Option<String>,
+    pub committed_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Writes that got no answer: re-sent in the cohort's direction, counted in `adds`/`removes`.
+    pub uncertain_resent: u64,
+    /// The removal guard's measure: users of the committed snapshot not in this file.
+    pub cohort_removes: u64,
+    pub guards: GuardSettings,
+    /// Why the committed snapshot was not used (another rule version or key), if so.
+    pub note: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -69,18 +91,17 @@ impl PreviewVerdict {
 }
 
 impl PreviewReport {
+    /// Against a first run of a new sync: no audience yet, nothing to remove, the default guards.
     pub fn new(
         read: &CohortDigests,
         name: Option<&ExportName>,
         key: crate::KeyKind,
         column: &str,
     ) -> PreviewReport {
-        let c = read.counts();
-        // A first run of a new sync: no audience yet, nothing to remove, the default guards.
         let verdict = guards::check(
             &GuardInput {
                 stats: &read.stats,
-                unique: c.unique,
+                unique: read.counts().unique,
                 base_len: 0,
                 removes: 0,
                 write_mode: WriteMode::CustomerFile,
@@ -88,8 +109,21 @@ impl PreviewReport {
             },
             &GuardSettings::default(),
         );
+        Self::with_verdict(read, name, key, column, &verdict)
+    }
+
+    /// The counts of `read` with a verdict the caller reached (see `Engine::assess`).
+    pub fn with_verdict(
+        read: &CohortDigests,
+        name: Option<&ExportName>,
+        key: crate::KeyKind,
+        column: &str,
+        verdict: &Verdict,
+    ) -> PreviewReport {
+        let c = read.counts();
         PreviewReport {
-            verdict: PreviewVerdict::of(&verdict),
+            verdict: PreviewVerdict::of(verdict),
+            against: None,
             rows: c.rows,
             valid: c.valid,
             unique: c.unique,
@@ -106,6 +140,20 @@ impl PreviewReport {
             column: column.to_string(),
             rule_version: crate::RULE_VERSION,
         }
+    }
+
+    /// The changes a run of `basis.sync_id` would send.
+    pub fn against(mut self, basis: PreviewBasis, adds: u64, removes: u64) -> PreviewReport {
+        if self.verdict.guard.is_none() {
+            self.verdict.message = format!(
+                "every guard of sync {} passes: a run would add {adds} and remove {removes} users",
+                basis.sync_id
+            );
+        }
+        self.adds = Some(adds);
+        self.removes = Some(removes);
+        self.against = Some(basis);
+        self
     }
 
     /// A short human-readable report.

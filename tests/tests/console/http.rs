@@ -76,6 +76,32 @@ impl Console {
         fields: &[(&str, &str)],
         headers: &[(&str, &str)],
     ) -> (u16, String) {
+        let r = self.send(path, fields, headers).await;
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    }
+
+    /// A same-origin form post, as the console's own page makes it: the status and the redirect's target.
+    pub async fn submit(&self, path: &str, fields: &[(&str, &str)]) -> (u16, Option<String>) {
+        let origin = self.base.clone();
+        let headers = [
+            ("origin", origin.as_str()),
+            ("sec-fetch-site", "same-origin"),
+        ];
+        let r = self.send(path, fields, &headers).await;
+        let location = r
+            .headers()
+            .get(LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .map(str::to_string);
+        (r.status().as_u16(), location)
+    }
+
+    async fn send(
+        &self,
+        path: &str,
+        fields: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
         let mut req = self.http.post(format!("{}{path}", self.base)).form(fields);
         if let Some(c) = &self.cookie {
             req = req.header(COOKIE, c);
@@ -83,8 +109,7 @@ impl Console {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let r = req.send().await.expect("POST");
-        (r.status().as_u16(), r.text().await.unwrap_or_default())
+        req.send().await.expect("POST")
     }
 }
 
@@ -391,6 +416,51 @@ async fn every_page_is_under_the_strict_csp_and_shows_the_apis_data() {
         (200, Some("text/css; charset=utf-8"))
     );
     assert!(css.contains("--acc"));
+
+    // The sync page's preview form: a candidate file (no sync picks its name up) that drops 700 of the 1,200
+    // users is previewed against this sync, and the page gives the removal guard's verdict and the counts.
+    let candidate = amplitude_export(
+        &cohort,
+        Utc.with_ymd_and_hms(2026, 11, 20, 11, 0, 0).unwrap(),
+        &users(700..1_300),
+        Dirt::NONE,
+        false,
+    );
+    let key =
+        st.c.upload("candidate.csv", candidate.bytes.clone())
+            .await
+            .expect("upload");
+    let csrf = csrf_of(&page);
+    let (status, location) = c
+        .submit(
+            &format!("/console/projects/{p}/syncs/{sid}/preview"),
+            &[("csrf", csrf.as_str()), ("s3_key", key.as_str())],
+        )
+        .await;
+    assert_eq!(status, 303, "the preview starts");
+    let location = location.expect("a redirect to the preview page");
+    assert!(location.starts_with(&format!("/console/projects/{p}/previews/")));
+    let mut preview = String::new();
+    for _ in 0..120 {
+        preview = c.get(&location).await.1;
+        if !preview.contains("http-equiv=\"refresh\"") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(preview.contains("would_refuse"), "{preview}");
+    assert!(preview.contains("max_removal_ratio"), "{preview}");
+    assert!(preview.contains(&format!("{} users committed from", group(size))), "{preview}");
+    let removes = e.expected.difference(&candidate.expected).count() as u64;
+    assert!(
+        preview.contains(&group(removes)),
+        "{removes} removals shown: {preview}"
+    );
+    assert_eq!(
+        st.sync(&p, &sid).await["last_run"]["run_id"],
+        api_sync["last_run"]["run_id"],
+        "nothing ran"
+    );
 }
 
 /// Amplitude's first export of `cohort` (1,200 users, the usual dirt) lands and its run succeeds.

@@ -55,6 +55,27 @@ async fn whole_flow_then_a_delta_with_removals() {
         Dirt::USUAL,
         true,
     );
+    // The same file under a name no sync picks up, previewed against the sync: its run then does exactly
+    // what the preview said.
+    let name = if second.file_name.ends_with(".gz") {
+        "candidate.csv.gz"
+    } else {
+        "candidate.csv"
+    };
+    let candidate =
+        st.c.upload(name, second.bytes.clone())
+            .await
+            .expect("upload");
+    let pv = preview(&st, &p, json!({"s3_key": candidate, "sync_id": sid})).await;
+    assert_eq!(pv["state"], "done", "{pv}");
+    let plan = &pv["report"];
+    assert_eq!(plan["verdict"]["outcome"], "would_apply", "{plan}");
+    assert_eq!(
+        plan["against"]["committed_digests"],
+        json!(first.expected.len())
+    );
+    assert_eq!(plan["against"]["audience_exists"], json!(true));
+
     let k2 = st.upload(&second).await;
     let r2 = st.run_of(&p, &sid, &k2).await;
     assert_eq!(r2["state"], "succeeded", "{r2}");
@@ -66,6 +87,14 @@ async fn whole_flow_then_a_delta_with_removals() {
     assert_eq!(r2["adds"]["planned"], json!(adds), "{r2}");
     assert_eq!(r2["adds"]["applied"], json!(adds), "{r2}");
     assert_eq!(r2["removes"]["applied"], json!(removes), "{r2}");
+    assert_eq!(
+        plan["adds"], r2["adds"]["planned"],
+        "preview {plan} vs run {r2}"
+    );
+    assert_eq!(
+        plan["removes"], r2["removes"]["planned"],
+        "preview {plan} vs run {r2}"
+    );
     st.assert_audience_is(&p, &sid, &second).await;
 
     // The sync tells the same story.
@@ -110,11 +139,30 @@ async fn preview_of_an_export() {
         true,
     );
     let key = st.upload(&e).await;
+    let preview = preview(&st, &p, json!({"s3_key": key})).await;
+    assert_eq!(preview["state"], "done", "{preview}");
+    let report = &preview["report"];
+    assert_eq!(report["rows"], json!(e.rows), "{report}");
+    assert_eq!(report["valid"], json!(e.valid), "{report}");
+    assert_eq!(report["unique"], json!(e.expected.len()), "{report}");
+    assert_eq!(report["duplicates"], json!(e.duplicates()), "{report}");
+    assert_eq!(report["cohort_id"], json!(cohort), "{report}");
+    assert_eq!(report["meets_tiktok_minimum"], json!(false), "{report}");
+    // A preview sends nothing to TikTok.
+    let audiences =
+        st.c.audiences_of(&st.advertiser())
+            .await
+            .expect("audiences");
+    assert!(audiences.is_empty(), "{audiences:?}");
+}
+
+/// Starts a preview through the API and waits for the runner to finish it.
+async fn preview(st: &support::Stack, p: &str, body: Value) -> Value {
     let started =
         st.c.api(
             Method::POST,
             &format!("/v1/projects/{p}/previews"),
-            Some(json!({"s3_key": key})),
+            Some(body),
         )
         .await
         .expect("preview")
@@ -135,18 +183,5 @@ async fn preview_of_an_export() {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    assert_eq!(preview["state"], "done", "{preview}");
-    let report = &preview["report"];
-    assert_eq!(report["rows"], json!(e.rows), "{report}");
-    assert_eq!(report["valid"], json!(e.valid), "{report}");
-    assert_eq!(report["unique"], json!(e.expected.len()), "{report}");
-    assert_eq!(report["duplicates"], json!(e.duplicates()), "{report}");
-    assert_eq!(report["cohort_id"], json!(cohort), "{report}");
-    assert_eq!(report["meets_tiktok_minimum"], json!(false), "{report}");
-    // A preview sends nothing to TikTok.
-    let audiences =
-        st.c.audiences_of(&st.advertiser())
-            .await
-            .expect("audiences");
-    assert!(audiences.is_empty(), "{audiences:?}");
+    preview
 }

@@ -108,6 +108,7 @@ async fn nothing_written_holds_a_raw_identifier_or_the_token() {
             preview_id: "pv1".into(),
             project_id: w.project.clone(),
             s3_key: k.clone(),
+            sync_id: None,
             state: audience_core::model::PreviewState::Running,
             report: None,
             error: None,

@@ -18,6 +18,7 @@ mod error;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 mod oauth;
+mod previews;
 mod project;
 mod syncs;
 mod unmatched;

@@ -1,8 +1,8 @@
-//! Syncs, their runs, and previews.
+//! Syncs and their runs.
 
 use audience_core::model::{
-    Cadence, DEFAULT_MAX_REMOVAL_RATIO, DEFAULT_MIN_CREATE_SIZE, IntegrationStatus, PreviewRecord,
-    PreviewState, RunLedger, RunState, SyncConfig, SyncState, WriteMode,
+    Cadence, DEFAULT_MAX_REMOVAL_RATIO, DEFAULT_MIN_CREATE_SIZE, IntegrationStatus, RunLedger,
+    RunState, SyncConfig, SyncState, WriteMode,
 };
 use audience_core::ports::{CreateSync, PortError, ScheduleRate, schedule_name, update_sync_with};
 use audience_core::sync::input::Trigger;
@@ -54,12 +54,6 @@ struct PatchSyncBody {
     min_create_size: Option<u64>,
     #[serde(default)]
     audience_name: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PreviewBody {
-    s3_key: String,
 }
 
 /// Store pages read at most for one filtered page of runs.
@@ -677,89 +671,6 @@ impl Api {
             .filter(|r| r.project_id == project_id)
             .ok_or_else(not_found)?;
         Ok(ApiResponse::json(200, &run_json(&run)))
-    }
-
-    pub(crate) async fn create_preview(
-        &self,
-        req: &ApiRequest,
-        project_id: &str,
-    ) -> Result<ApiResponse, ApiError> {
-        let b: PreviewBody = parse_body(req)?;
-        let key = b.s3_key;
-        let prefix = &self.settings.cohort_prefix;
-        let under_prefix = prefix.is_empty() || key.starts_with(&format!("{prefix}/"));
-        if key.is_empty() || key.len() > 1024 || !under_prefix {
-            return Err(ApiError::invalid(format!(
-                "s3_key must be the full key of an export under the cohort prefix {prefix:?}"
-            )));
-        }
-        let integration = self
-            .deps
-            .state
-            .get_integration(project_id)
-            .await?
-            .ok_or_else(|| not_connected(project_id))?;
-        if integration.mapping.is_none() {
-            return Err(ApiError::new(
-                ErrorCode::MappingMissing,
-                "save the key mapping (PUT .../mapping) before previewing",
-            ));
-        }
-        if self.deps.cohorts.head(&key).await?.is_none() {
-            return Err(ApiError::invalid(format!("no object at s3_key {key:?}")));
-        }
-        let now = self.now();
-        let preview_id = ulid::Ulid::new().to_string();
-        let mut record = PreviewRecord {
-            preview_id: preview_id.clone(),
-            project_id: project_id.to_string(),
-            s3_key: key.clone(),
-            state: PreviewState::Running,
-            report: None,
-            error: None,
-            created_at: now,
-            updated_at: now,
-        };
-        self.deps.state.put_preview(&record).await?;
-        let payload = Trigger::Preview {
-            project_id: project_id.to_string(),
-            preview_id: preview_id.clone(),
-            s3_key: key.clone(),
-        };
-        if let Err(e) = self.deps.invoker.invoke_async(&payload.to_json()).await {
-            record.state = PreviewState::Failed;
-            record.error =
-                Some(json!({"code": "internal", "message": "the preview could not be started"}));
-            record.updated_at = self.now();
-            let _ = self.deps.state.put_preview(&record).await;
-            return Err(e.into());
-        }
-        Ok(ApiResponse::json(202, &json!({"preview_id": preview_id})))
-    }
-
-    pub(crate) async fn get_preview(
-        &self,
-        project_id: &str,
-        preview_id: &str,
-    ) -> Result<ApiResponse, ApiError> {
-        let not_found = || ApiError::not_found(format!("no preview {preview_id}"));
-        if !valid_id(preview_id) {
-            return Err(not_found());
-        }
-        let p = self
-            .deps
-            .state
-            .get_preview(project_id, preview_id)
-            .await?
-            .ok_or_else(not_found)?;
-        Ok(ApiResponse::json(
-            200,
-            &json!({
-                "state": serde_json::to_value(p.state).unwrap_or(Value::Null),
-                "report": p.report,
-                "error": p.error,
-            }),
-        ))
     }
 }
 

@@ -4,7 +4,7 @@
 use crate::cohort::ReadStats;
 use crate::model::{RunState, WriteMode};
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct GuardSettings {
     /// Share of `malformed_row` rows above which the export is refused (default 1 %).
     pub max_malformed_ratio: f64,

@@ -53,6 +53,9 @@ pub enum Trigger {
         project_id: String,
         preview_id: String,
         s3_key: String,
+        /// Compare with this sync's committed snapshot and apply its guards (else a new sync's defaults).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sync_id: Option<String>,
     },
 }
 

@@ -91,9 +91,20 @@ impl Api {
                         @if !verdict["guard"].is_null() { p.hint { "Guard: " code { (text(&verdict["guard"])) } } }
                     }
                 }
+                @if let Some(basis) = pv["report"].get("against") {
+                    p.hint {
+                        "Against sync " code { (text(&basis["sync_id"])) } ": "
+                        @if basis["audience_exists"] == true {
+                            (count(&basis["committed_digests"])) " users committed from "
+                            code { (text(&basis["committed_export"])) } " at " (when(&basis["committed_at"]))
+                        } @else { "no audience yet (the first run creates it)" }
+                        "; its guards: max_removal_ratio " (text(&basis["guards"]["max_removal_ratio"]))
+                        ", min_create_size " (count(&basis["guards"]["min_create_size"])) "."
+                    }
+                }
                 @if let Some(report) = pv["report"].as_object() {
                     section { h2 { "What the next run would do" } table { tbody {
-                        @for (k, v) in report { @if k != "verdict" {
+                        @for (k, v) in report { @if k != "verdict" && k != "against" {
                             tr { th { (k.replace('_', " ")) } td {
                                 @if v.is_object() || v.is_array() { code { (v.to_string()) } } @else { (count(v)) }
                             } }

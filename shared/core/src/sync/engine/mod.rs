@@ -180,7 +180,13 @@ impl Engine {
                 project_id,
                 preview_id,
                 s3_key,
-            } => return Ok(vec![self.preview(&project_id, &preview_id, &s3_key).await?]),
+                sync_id,
+            } => {
+                let p = self
+                    .preview(&project_id, &preview_id, &s3_key, sync_id.as_deref())
+                    .await?;
+                return Ok(vec![p]);
+            }
             Trigger::Schedule {
                 project_id,
                 sync_id,

@@ -11,7 +11,7 @@ use crate::cohort::reader::{CohortDigests, digest_reader_with};
 use crate::digests::snapshot::SnapshotReader;
 use crate::digests::{Digest, DigestSet, diff};
 use crate::identifiers::Normalizer;
-use crate::model::{ExportRef, KeyMapping, RunState, SnapshotRef};
+use crate::model::{ExportRef, KeyMapping, RunState, SnapshotRef, SyncConfig};
 use crate::ports::PortError;
 use crate::sync::guards::{self, GuardInput, GuardSettings, Verdict};
 
@@ -27,6 +27,25 @@ pub(super) struct Plan {
     pub adds: Vec<Digest>,
     pub removes: Vec<Digest>,
     pub note: Option<String>,
+}
+
+/// What the audience holds as far as the sync knows.
+pub(super) struct Known {
+    pub base: DigestSet,
+    pub uncertain: DigestSet,
+    /// Why the base was discarded, if it was.
+    pub note: Option<String>,
+    pub audience: bool,
+}
+
+/// A plan's changes and the guards' verdict on them.
+pub(super) struct Assessment {
+    pub adds: Vec<Digest>,
+    pub removes: Vec<Digest>,
+    pub verdict: Verdict,
+    /// The removal guard's measure: committed users not in the cohort (uncertain re-sends excluded).
+    pub cohort_removes: u64,
+    pub guards: GuardSettings,
 }
 
 /// The changes from `base` to `cohort`, with the uncertain digests re-sent. Pure; sorted outputs.
@@ -135,35 +154,19 @@ impl Engine {
         ctx.ledger.skipped = counts.skipped.clone();
         ctx.sync.progress.used_export = true;
 
-        let audience = ctx.sync.progress.tiktok_audience_id.is_some();
-        let (base, note) = if audience {
-            self.load_base(ctx, &ready.mapping).await?
-        } else {
-            (DigestSet::default(), None)
-        };
-        // Without an audience (and no create that may have happened) nothing is on TikTok's side.
-        let maybe_audience = audience || ctx.sync.progress.audience_create_intent.is_some();
-        let uncertain = match (&ctx.sync.progress.uncertain, maybe_audience) {
-            (Some(u), true) => self.load_set(&u.snapshot, &ready.mapping).await?,
-            _ => DigestSet::default(),
-        };
-        let cohort_removes = diff(base.as_slice(), read.set.as_slice()).removes.len() as u64;
-        let (adds, removes) = changes(&base, &uncertain, &read.set);
-        let verdict = guards::check(
-            &GuardInput {
-                stats: &read.stats,
-                unique: counts.unique,
-                base_len: base.len() as u64,
-                removes: cohort_removes,
-                write_mode: ctx.sync.write_mode,
-                audience_exists: audience,
-            },
-            &GuardSettings {
-                max_malformed_ratio: self.settings.max_malformed_ratio,
-                max_removal_ratio: ctx.sync.max_removal_ratio,
-                min_create_size: ctx.sync.min_create_size,
-            },
-        );
+        let known = self.known(&ctx.sync, &ready.mapping).await?;
+        let Assessment {
+            adds,
+            removes,
+            verdict,
+            ..
+        } = self.assess(&ctx.sync, &read, &known);
+        let Known {
+            base,
+            uncertain,
+            note,
+            ..
+        } = known;
         // A continuation's plan is what is left: its totals include what earlier invocations applied.
         ctx.ledger.adds.planned = ctx.ledger.adds.applied + adds.len() as u64;
         ctx.ledger.removes.planned = ctx.ledger.removes.applied + removes.len() as u64;
@@ -183,6 +186,70 @@ impl Engine {
             removes,
             note,
         }))
+    }
+
+    /// What the sync's audience holds as far as we know: the committed snapshot and the uncertain set.
+    pub(super) async fn known(
+        &self,
+        sync: &SyncConfig,
+        mapping: &KeyMapping,
+    ) -> Result<Known, EngineError> {
+        let audience = sync.progress.tiktok_audience_id.is_some();
+        let (base, note) = if audience {
+            self.load_base(sync, mapping).await?
+        } else {
+            (DigestSet::default(), None)
+        };
+        // Without an audience (and no create that may have happened) nothing is on TikTok's side.
+        let maybe_audience = audience || sync.progress.audience_create_intent.is_some();
+        let uncertain = match (&sync.progress.uncertain, maybe_audience) {
+            (Some(u), true) => self.load_set(&u.snapshot, mapping).await?,
+            _ => DigestSet::default(),
+        };
+        Ok(Known {
+            base,
+            uncertain,
+            note,
+            audience,
+        })
+    }
+
+    /// The changes a run would send and the guards' verdict under the sync's settings: one function for
+    /// runs and previews, so a preview cannot disagree with the run.
+    pub(super) fn assess(
+        &self,
+        sync: &SyncConfig,
+        read: &CohortDigests,
+        known: &Known,
+    ) -> Assessment {
+        // The removal guard judges the cohort's own change, not re-sent uncertain digests.
+        let cohort_removes = diff(known.base.as_slice(), read.set.as_slice())
+            .removes
+            .len() as u64;
+        let (adds, removes) = changes(&known.base, &known.uncertain, &read.set);
+        let settings = GuardSettings {
+            max_malformed_ratio: self.settings.max_malformed_ratio,
+            max_removal_ratio: sync.max_removal_ratio,
+            min_create_size: sync.min_create_size,
+        };
+        let verdict = guards::check(
+            &GuardInput {
+                stats: &read.stats,
+                unique: read.counts().unique,
+                base_len: known.base.len() as u64,
+                removes: cohort_removes,
+                write_mode: sync.write_mode,
+                audience_exists: known.audience,
+            },
+            &settings,
+        );
+        Assessment {
+            adds,
+            removes,
+            verdict,
+            cohort_removes,
+            guards: settings,
+        }
     }
 
     /// Streams the object through the pipeline on a blocking thread (gzip by name or by magic bytes).
@@ -217,10 +284,10 @@ impl Engine {
     /// cohort is re-sent, and the note says so).
     async fn load_base(
         &self,
-        ctx: &Ctx<'_>,
+        sync: &SyncConfig,
         mapping: &KeyMapping,
     ) -> Result<(DigestSet, Option<String>), EngineError> {
-        let Some(pointer) = &ctx.sync.committed else {
+        let Some(pointer) = &sync.committed else {
             return Ok((DigestSet::default(), None));
         };
         match self.read_set(&pointer.snapshot, mapping).await? {

@@ -552,4 +552,5 @@ async fn a_processed_audience_takes_the_next_edit_in_the_same_run() {
 }
 
 mod notify;
+mod preview;
 mod unmatched;
