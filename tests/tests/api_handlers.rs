@@ -1462,6 +1462,192 @@ async fn delete_and_disconnect_leave_no_objects_or_runs() {
     assert_eq!(versions_under(&h, &format!("{snaps}/pzz/")).await.len(), 1);
 }
 
+/// `keep_history=true`: each sync's runs stay readable (through a retired marker) while its schedule,
+/// snapshots and reports go as in a plain disconnect; the mapping and uniqueness guards go, so a reconnect
+/// can map again and recreate the sync. A later plain disconnect or a delete removes the history.
+#[tokio::test]
+async fn disconnect_can_keep_run_history() {
+    let h = Harness::new().await;
+    h.connect_ok("ph").await;
+    h.map_email("ph").await;
+    let body = json!({"cohort_id": "cohH", "advertiser_id": h.adv(0), "cadence": "daily"});
+    let r = h
+        .call("POST", "/v1/projects/ph/syncs", Some(body.clone()))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json_body()["sync_id"].as_str().unwrap().to_string();
+    let run = ledger("ph", &id, &ulid::Ulid::new().to_string());
+    as_run(&h, "ph", &id, |_| {}, std::slice::from_ref(&run)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.snapshot");
+    std::fs::write(&file, b"digests").unwrap();
+    let cohorts = h.adapters.cohorts.clone();
+    cohorts
+        .put_snapshot("ph", &id, "R1-1", &file)
+        .await
+        .unwrap();
+    assert!(h.schedules().get_schedule(&id).await.unwrap().is_some());
+
+    let r = h
+        .call(
+            "DELETE",
+            "/v1/projects/ph/integration?keep_history=true",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json_body()["history_kept"], json!([id]));
+    // What a plain disconnect deletes is gone.
+    assert!(h.schedules().get_schedule(&id).await.unwrap().is_none());
+    let left = versions_under(&h, "audience-sync/snapshots/ph/").await;
+    assert!(left.is_empty(), "{left:?}");
+    let r = h
+        .call("GET", &format!("/v1/projects/ph/syncs/{id}"), None)
+        .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        h.call("GET", "/v1/projects/ph/integration", None)
+            .await
+            .json_body()["status"],
+        "not_connected"
+    );
+    // The history is readable at the usual routes, and the project is still listed.
+    let runs = h
+        .call("GET", &format!("/v1/projects/ph/syncs/{id}/runs"), None)
+        .await;
+    assert_eq!(runs.status, 200, "{}", runs.text());
+    assert_eq!(runs.json_body()["runs"][0]["run_id"], json!(run.run_id));
+    let one = h
+        .call(
+            "GET",
+            &format!("/v1/projects/ph/syncs/{id}/runs/{}", run.run_id),
+            None,
+        )
+        .await;
+    assert_eq!(one.json_body()["rows"], json!(run.rows));
+    let retired = h
+        .call("GET", "/v1/projects/ph/retired-syncs", None)
+        .await
+        .json_body();
+    let r0 = &retired["retired_syncs"][0];
+    assert_eq!(
+        (r0["sync_id"].clone(), r0["cohort_id"].clone()),
+        (json!(id), json!("cohH"))
+    );
+    assert_eq!(r0["cadence"], "daily");
+    let projects = h.call("GET", "/v1/projects", None).await.json_body();
+    let listed = projects["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["project_id"] == "ph")
+        .cloned()
+        .expect("a project with history is listed");
+    assert_eq!(
+        (listed["status"].clone(), listed["retired_syncs"].clone()),
+        (json!("not_connected"), json!(1))
+    );
+    // Another project cannot read it.
+    let r = h
+        .call("GET", &format!("/v1/projects/other/syncs/{id}/runs"), None)
+        .await;
+    assert_eq!(r.status, 404);
+
+    // Reconnect: another key can be mapped, and the same sync can be created again (a new one).
+    h.connect_ok("ph").await;
+    let r = h
+        .call(
+            "PUT",
+            "/v1/projects/ph/mapping",
+            Some(json!({"amplitude_property": "gaid", "tiktok_key": "GAID"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = h.call("POST", "/v1/projects/ph/syncs", Some(body)).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_ne!(r.json_body()["sync_id"], json!(id));
+
+    // A plain disconnect deletes the kept history too.
+    let r = h.call("DELETE", "/v1/projects/ph/integration", None).await;
+    assert_eq!(r.json_body()["history_kept"], json!([]));
+    assert!(
+        h.state()
+            .list_runs(&id, 10, None)
+            .await
+            .unwrap()
+            .runs
+            .is_empty()
+    );
+    let r = h
+        .call("GET", &format!("/v1/projects/ph/syncs/{id}/runs"), None)
+        .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        h.call("GET", "/v1/projects/ph/retired-syncs", None)
+            .await
+            .json_body(),
+        json!({"retired_syncs": []})
+    );
+}
+
+/// Deleting one retired sync's history removes its runs and marker; other projects' markers are untouched.
+#[tokio::test]
+async fn a_kept_history_can_be_deleted() {
+    let h = Harness::new().await;
+    h.connect_ok("pk").await;
+    h.map_email("pk").await;
+    let body = json!({"cohort_id": "cohK", "advertiser_id": h.adv(0), "cadence": "on_upload"});
+    let r = h.call("POST", "/v1/projects/pk/syncs", Some(body)).await;
+    let id = r.json_body()["sync_id"].as_str().unwrap().to_string();
+    let run = ledger("pk", &id, &ulid::Ulid::new().to_string());
+    as_run(&h, "pk", &id, |_| {}, std::slice::from_ref(&run)).await;
+    h.call(
+        "DELETE",
+        "/v1/projects/pk/integration?keep_history=true",
+        None,
+    )
+    .await;
+    let r = h
+        .call(
+            "DELETE",
+            &format!("/v1/projects/other/retired-syncs/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 404, "another project's path does not reach it");
+    let r = h
+        .call(
+            "DELETE",
+            &format!("/v1/projects/pk/retired-syncs/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert!(
+        h.state()
+            .list_runs(&id, 10, None)
+            .await
+            .unwrap()
+            .runs
+            .is_empty()
+    );
+    assert!(
+        h.state()
+            .get_retired_sync("pk", &id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let r = h
+        .call(
+            "DELETE",
+            &format!("/v1/projects/pk/retired-syncs/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 404);
+}
+
 #[tokio::test]
 async fn disconnect_then_reconnect() {
     let h = Harness::new().await;
@@ -1490,7 +1676,7 @@ async fn disconnect_then_reconnect() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
         r.json_body(),
-        json!({"audiences_kept": ["900000000000000001"]})
+        json!({"audiences_kept": ["900000000000000001"], "history_kept": []})
     );
     assert!(h.token("pd").await.is_none(), "secret deleted");
     assert!(h.schedules().get_schedule(&id).await.unwrap().is_none());
@@ -1518,7 +1704,10 @@ async fn disconnect_then_reconnect() {
     // Idempotent.
     let r = h.call("DELETE", "/v1/projects/pd/integration", None).await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.json_body(), json!({"audiences_kept": []}));
+    assert_eq!(
+        r.json_body(),
+        json!({"audiences_kept": [], "history_kept": []})
+    );
 
     // Reconnect works at once (secret deleted without recovery window), and a new mapping may be chosen.
     h.connect_ok("pd").await;
@@ -1912,7 +2101,7 @@ async fn openapi_document_matches_the_router() {
             documented.insert((method.to_uppercase(), path.clone()), statuses);
         }
     }
-    assert_eq!(documented.len(), 17, "the issue's routes");
+    assert_eq!(documented.len(), 19, "the issue's routes");
 
     // A scenario over every route.
     let h = Harness::new().await;
@@ -2060,6 +2249,32 @@ async fn openapi_document_matches_the_router() {
     h.call("GET", &format!("{p}/previews/NOSUCH"), None).await;
     h.call("DELETE", &format!("{p}/syncs/{id}"), None).await;
     h.call("DELETE", &format!("{p}/syncs/{id}"), None).await;
+    let r = h
+        .call(
+            "POST",
+            &format!("{p}/syncs"),
+            Some(json!({"cohort_id": "c2", "advertiser_id": h.adv(0), "cadence": "daily"})),
+        )
+        .await;
+    let id2 = r.json_body()["sync_id"].as_str().unwrap().to_string();
+    h.call(
+        "DELETE",
+        &format!("{p}/integration?keep_history=maybe"),
+        None,
+    )
+    .await; // 400
+    h.call(
+        "DELETE",
+        &format!("{p}/integration?keep_history=true"),
+        None,
+    )
+    .await;
+    h.call("GET", &format!("{p}/retired-syncs"), None).await;
+    h.call("GET", &format!("{p}/syncs/{id2}/runs"), None).await;
+    h.call("DELETE", &format!("{p}/retired-syncs/{id2}"), None)
+        .await;
+    h.call("DELETE", &format!("{p}/retired-syncs/NOSUCH"), None)
+        .await; // 404
     h.call("DELETE", &format!("{p}/integration"), None).await;
     h.call("POST", "/v1/projects/bad.id/connect", None).await;
     h.send(ApiRequest::new("POST", &format!("{p}/connect")))

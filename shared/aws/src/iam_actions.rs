@@ -145,6 +145,9 @@ pub const CALLS: &[AwsCall] = &[
         &[R],
     ),
     call("state/unmatched.rs", "query", &["dynamodb:Query"], &[M]),
+    // A disconnect that keeps run history writes retired markers; the project list scans for them.
+    call("state/retired.rs", "put_item", &["dynamodb:PutItem"], &[M]),
+    call("state/retired.rs", "scan", &["dynamodb:Scan"], &[M]),
     // cohorts.rs (S3).
     call("cohorts.rs", "list_objects_v2", &["s3:ListBucket"], &[R, M]),
     call("cohorts.rs", "head_object", &["s3:GetObject"], &[R, M]),

@@ -12,6 +12,7 @@
 mod codec;
 mod integration;
 mod leases;
+mod retired;
 mod runs;
 mod syncs;
 mod unmatched;
@@ -23,7 +24,7 @@ use async_trait::async_trait;
 use audience_core::cohort::unmatched::UnmatchedExport;
 use audience_core::model::{
     Advertiser, ExportRef, Fence, Integration, IntegrationStatus, KeyMapping, Lease, OAuthState,
-    PreviewRecord, RunLedger, SnapshotPointer, SyncConfig, SyncProgress,
+    PreviewRecord, RetiredSync, RunLedger, SnapshotPointer, SyncConfig, SyncProgress,
 };
 use audience_core::ports::{
     BudgetOutcome, CommitOutcome, ConsumedState, CreateSync, FinishOutcome, LeaseOutcome,
@@ -222,6 +223,30 @@ impl StateStore for DynamoStateStore {
 
     async fn delete_sync(&self, project_id: &str, sync_id: &str) -> Result<(), PortError> {
         syncs::delete(self, project_id, sync_id).await
+    }
+
+    async fn retire_sync(&self, retired: &RetiredSync) -> Result<(), PortError> {
+        retired::retire(self, retired).await
+    }
+
+    async fn get_retired_sync(
+        &self,
+        project_id: &str,
+        sync_id: &str,
+    ) -> Result<Option<RetiredSync>, PortError> {
+        retired::get(self, project_id, sync_id).await
+    }
+
+    async fn list_retired_syncs(&self, project_id: &str) -> Result<Vec<RetiredSync>, PortError> {
+        retired::list(self, project_id).await
+    }
+
+    async fn delete_retired_sync(&self, project_id: &str, sync_id: &str) -> Result<(), PortError> {
+        retired::delete(self, project_id, sync_id).await
+    }
+
+    async fn projects_with_history(&self) -> Result<Vec<String>, PortError> {
+        retired::projects(self).await
     }
 
     async fn acquire_lease(

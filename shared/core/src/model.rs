@@ -513,6 +513,41 @@ pub enum PreviewState {
     Failed,
 }
 
+/// A sync a disconnect removed while keeping its run history (`DELETE .../integration?keep_history=true`):
+/// what it was, so its runs stay readable. Holds no identifier and no snapshot.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RetiredSync {
+    pub sync_id: String,
+    pub project_id: String,
+    pub cohort_id: String,
+    pub advertiser_id: String,
+    pub cadence: Cadence,
+    pub write_mode: WriteMode,
+    pub tiktok_audience_id: Option<String>,
+    pub audience_name: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub retired_at: DateTime<Utc>,
+    pub last_run: Option<RunLedger>,
+}
+
+impl RetiredSync {
+    pub fn of(s: &SyncConfig, now: DateTime<Utc>) -> RetiredSync {
+        RetiredSync {
+            sync_id: s.sync_id.clone(),
+            project_id: s.project_id.clone(),
+            cohort_id: s.cohort_id.clone(),
+            advertiser_id: s.advertiser_id.clone(),
+            cadence: s.cadence,
+            write_mode: s.write_mode,
+            tiktok_audience_id: s.progress.tiktok_audience_id.clone(),
+            audience_name: s.audience_name.clone(),
+            created_at: s.created_at,
+            retired_at: now,
+            last_run: s.progress.last_run.clone(),
+        }
+    }
+}
+
 /// An asynchronous pre-flight report requested through the API.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PreviewRecord {

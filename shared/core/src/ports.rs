@@ -14,7 +14,7 @@ use crate::cohort::naming::ExportName;
 use crate::cohort::unmatched::UnmatchedExport;
 use crate::model::{
     Advertiser, ExportRef, Fence, Integration, IntegrationStatus, KeyMapping, Lease, OAuthState,
-    PreviewRecord, RunLedger, SnapshotPointer, SnapshotRef, SyncConfig, SyncProgress,
+    PreviewRecord, RetiredSync, RunLedger, SnapshotPointer, SnapshotRef, SyncConfig, SyncProgress,
 };
 
 /// App-wide TikTok rate limit shared by every concurrent runner (TikTok counts requests per app, not per
@@ -201,6 +201,22 @@ pub trait StateStore: Send + Sync {
     async fn update_sync(&self, sync: &SyncConfig) -> Result<SyncConfig, PortError>;
     /// Deletes the sync and its runs. Missing is fine.
     async fn delete_sync(&self, project_id: &str, sync_id: &str) -> Result<(), PortError>;
+
+    // --- history kept across a disconnect ---
+    /// Replaces a sync by its retired marker and keeps its runs: the marker is written first, then the
+    /// sync and its uniqueness guard are deleted (a retry after a failure finishes it).
+    async fn retire_sync(&self, retired: &RetiredSync) -> Result<(), PortError>;
+    async fn get_retired_sync(
+        &self,
+        project_id: &str,
+        sync_id: &str,
+    ) -> Result<Option<RetiredSync>, PortError>;
+    /// A project's retired syncs, by sync id.
+    async fn list_retired_syncs(&self, project_id: &str) -> Result<Vec<RetiredSync>, PortError>;
+    /// The runs of a retired sync, then its marker. Missing is fine.
+    async fn delete_retired_sync(&self, project_id: &str, sync_id: &str) -> Result<(), PortError>;
+    /// Projects that have retired syncs (possibly no integration any more), sorted.
+    async fn projects_with_history(&self) -> Result<Vec<String>, PortError>;
 
     // --- lease, fence and the engine's writes ---
     /// Takes the sync's lease if it is free or expired (never when another holder's is live, not even the

@@ -10,7 +10,7 @@ use crate::port_call;
 use audience_core::cohort::unmatched::UnmatchedExport;
 use audience_core::model::{
     Advertiser, ExportRef, Fence, Integration, IntegrationStatus, KeyMapping, OAuthState,
-    PreviewRecord, RunLedger, SnapshotPointer, SyncConfig, SyncProgress,
+    PreviewRecord, RetiredSync, RunLedger, SnapshotPointer, SyncConfig, SyncProgress,
 };
 use audience_core::ports::{
     BudgetOutcome, CommitOutcome, ConsumedState, CreateSync, FinishOutcome, LeaseOutcome,
@@ -127,6 +127,41 @@ impl StateStore for FaultyState {
             "delete_sync",
             true,
             self.inner.delete_sync(p, s)
+        )
+    }
+    async fn retire_sync(&self, r: &RetiredSync) -> R<()> {
+        port_call!(self.faults, "retire_sync", true, self.inner.retire_sync(r))
+    }
+    async fn get_retired_sync(&self, p: &str, s: &str) -> R<Option<RetiredSync>> {
+        port_call!(
+            self.faults,
+            "get_retired_sync",
+            false,
+            self.inner.get_retired_sync(p, s)
+        )
+    }
+    async fn list_retired_syncs(&self, p: &str) -> R<Vec<RetiredSync>> {
+        port_call!(
+            self.faults,
+            "list_retired_syncs",
+            false,
+            self.inner.list_retired_syncs(p)
+        )
+    }
+    async fn delete_retired_sync(&self, p: &str, s: &str) -> R<()> {
+        port_call!(
+            self.faults,
+            "delete_retired_sync",
+            true,
+            self.inner.delete_retired_sync(p, s)
+        )
+    }
+    async fn projects_with_history(&self) -> R<Vec<String>> {
+        port_call!(
+            self.faults,
+            "projects_with_history",
+            false,
+            self.inner.projects_with_history()
         )
     }
     async fn acquire_lease(

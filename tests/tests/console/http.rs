@@ -450,7 +450,10 @@ async fn every_page_is_under_the_strict_csp_and_shows_the_apis_data() {
     }
     assert!(preview.contains("would_refuse"), "{preview}");
     assert!(preview.contains("max_removal_ratio"), "{preview}");
-    assert!(preview.contains(&format!("{} users committed from", group(size))), "{preview}");
+    assert!(
+        preview.contains(&format!("{} users committed from", group(size))),
+        "{preview}"
+    );
     let removes = e.expected.difference(&candidate.expected).count() as u64;
     assert!(
         preview.contains(&group(removes)),

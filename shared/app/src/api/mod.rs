@@ -15,6 +15,7 @@
 
 mod console;
 mod error;
+mod history;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 mod oauth;
@@ -402,7 +403,7 @@ impl Api {
         match (m, rest) {
             ("POST", ["connect"]) => self.connect(req, p).await,
             ("GET", ["integration"]) => self.get_integration(p).await,
-            ("DELETE", ["integration"]) => self.disconnect(p).await,
+            ("DELETE", ["integration"]) => self.disconnect(req, p).await,
             ("PUT", ["mapping"]) => self.put_mapping(req, p).await,
             ("GET", ["syncs"]) => self.list_syncs(p).await,
             ("POST", ["syncs"]) => self.create_sync(req, p).await,
@@ -412,6 +413,8 @@ impl Api {
             ("POST", ["syncs", s, "run"]) => self.run_sync(p, s).await,
             ("GET", ["syncs", s, "runs"]) => self.list_runs(req, p, s).await,
             ("GET", ["syncs", s, "runs", r]) => self.get_run(p, s, r).await,
+            ("GET", ["retired-syncs"]) => self.list_retired(p).await,
+            ("DELETE", ["retired-syncs", s]) => self.delete_retired(p, s).await,
             ("POST", ["previews"]) => self.create_preview(req, p).await,
             ("GET", ["previews", id]) => self.get_preview(p, id).await,
             _ => Err(no_route(m, &req.path)),

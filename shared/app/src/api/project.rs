@@ -62,12 +62,22 @@ fn parse_mapping(body: MappingBody) -> Result<KeyMapping, ApiError> {
 }
 
 impl Api {
-    /// `GET /v1/projects`: every project that was ever connected (and not disconnected since).
+    /// `GET /v1/projects`: every project that was ever connected (and not disconnected since), and every
+    /// project with run history kept across a disconnect (`not_connected`).
     pub(crate) async fn list_projects(&self) -> Result<ApiResponse, ApiError> {
+        let st = &self.deps.state;
+        let integrations = st.list_integrations().await?;
+        let mut ids: Vec<String> = integrations.iter().map(|i| i.project_id.clone()).collect();
+        ids.extend(st.projects_with_history().await?);
+        ids.sort();
+        ids.dedup();
         let mut projects = Vec::new();
-        for i in self.deps.state.list_integrations().await? {
-            let syncs = self.deps.state.list_syncs(&i.project_id).await?.len();
-            projects.push(integration_json(&i.project_id, Some(&i), syncs));
+        for id in ids {
+            let i = integrations.iter().find(|i| i.project_id == id);
+            let syncs = st.list_syncs(&id).await?.len();
+            let mut v = integration_json(&id, i, syncs);
+            v["retired_syncs"] = json!(st.list_retired_syncs(&id).await?.len());
+            projects.push(v);
         }
         Ok(ApiResponse::json(200, &json!({ "projects": projects })))
     }
@@ -120,28 +130,58 @@ impl Api {
     /// Disconnect: revoke the token (best effort), delete every sync with its schedule, snapshots, reports and
     /// runs, then everything left under the project's snapshot and report prefixes (objects of syncs no longer
     /// listed, preview reports), the secret and the integration with its mapping. TikTok audiences are kept.
-    /// Idempotent: a failed disconnect is repeated as a whole.
-    pub(crate) async fn disconnect(&self, project_id: &str) -> Result<ApiResponse, ApiError> {
+    /// `keep_history=true` keeps each sync's runs under a retired marker (everything else goes the same way);
+    /// without it, history kept by an earlier disconnect goes too. Idempotent: a failed disconnect is
+    /// repeated as a whole.
+    pub(crate) async fn disconnect(
+        &self,
+        req: &ApiRequest,
+        project_id: &str,
+    ) -> Result<ApiResponse, ApiError> {
+        let keep_history = match req.query_param("keep_history") {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(_) => return Err(ApiError::invalid("keep_history must be true or false")),
+        };
         if let Some(conn) = self.deps.vault.get_connection(project_id).await? {
             self.revoke(project_id, &conn).await;
         }
         let mut kept = Vec::new();
         for s in self.deps.state.list_syncs(project_id).await? {
-            self.remove_sync(&s).await?;
+            if keep_history {
+                self.retire_sync(&s).await?;
+            } else {
+                self.remove_sync(&s).await?;
+            }
             if let Some(a) = s.progress.tiktok_audience_id {
                 kept.push(a);
             }
+        }
+        if !keep_history {
+            self.delete_history(project_id).await?;
         }
         // After the syncs: a run that wrote after its sync's deletion left objects no sync lists any more.
         self.deps.cohorts.delete_project_objects(project_id).await?;
         self.deps.vault.delete_connection(project_id).await?;
         self.deps.state.delete_integration(project_id).await?;
+        let history: Vec<String> = self
+            .deps
+            .state
+            .list_retired_syncs(project_id)
+            .await?
+            .into_iter()
+            .map(|r| r.sync_id)
+            .collect();
         info!(
             project_id,
             audiences_kept = kept.len(),
+            histories_kept = history.len(),
             "project disconnected"
         );
-        Ok(ApiResponse::json(200, &json!({"audiences_kept": kept})))
+        Ok(ApiResponse::json(
+            200,
+            &json!({"audiences_kept": kept, "history_kept": history}),
+        ))
     }
 
     async fn revoke(&self, project_id: &str, conn: &TikTokConnection) {

@@ -600,8 +600,8 @@ impl Api {
             Some("false") => false,
             Some(_) => return Err(ApiError::invalid("collapse must be true or false")),
         };
-        let s = self.load_sync(project_id, sync_id).await?;
-        let (runs, next_cursor) = self.runs_page(&s.sync_id, limit, cursor, state).await?;
+        let owner = self.runs_owner(project_id, sync_id).await?;
+        let (runs, next_cursor) = self.runs_page(&owner, limit, cursor, state).await?;
         let runs = if collapse {
             collapse_up_to_date(&runs)
         } else {
@@ -658,7 +658,7 @@ impl Api {
         sync_id: &str,
         run_id: &str,
     ) -> Result<ApiResponse, ApiError> {
-        let s = self.load_sync(project_id, sync_id).await?;
+        let owner = self.runs_owner(project_id, sync_id).await?;
         let not_found = || ApiError::not_found(format!("no run {run_id} of sync {sync_id}"));
         if !valid_id(run_id) {
             return Err(not_found());
@@ -666,7 +666,7 @@ impl Api {
         let run = self
             .deps
             .state
-            .get_run(&s.sync_id, run_id)
+            .get_run(&owner, run_id)
             .await?
             .filter(|r| r.project_id == project_id)
             .ok_or_else(not_found)?;

@@ -19,7 +19,7 @@ use crate::error::unavailable;
 
 impl DynamoStateStore {
     /// Runs a query to the end (all pages).
-    async fn query_all(
+    pub(super) async fn query_all(
         &self,
         index: Option<&str>,
         key_condition: &str,
@@ -51,7 +51,7 @@ impl DynamoStateStore {
         }
     }
 
-    async fn batch_delete(&self, keys: Vec<Item>) -> Result<(), PortError> {
+    pub(super) async fn batch_delete(&self, keys: Vec<Item>) -> Result<(), PortError> {
         for chunk in keys.chunks(25) {
             let mut requests: Vec<WriteRequest> = chunk
                 .iter()
@@ -248,6 +248,17 @@ pub(super) async fn delete(
     project_id: &str,
     sync_id: &str,
 ) -> Result<(), PortError> {
+    delete_items(st, project_id, sync_id).await?;
+    // A missing sync still gets its runs removed: a delete that failed half-way is finished by a retry.
+    delete_runs(st, sync_id).await
+}
+
+/// The sync item and its uniqueness guard (not its runs).
+pub(super) async fn delete_items(
+    st: &DynamoStateStore,
+    project_id: &str,
+    sync_id: &str,
+) -> Result<(), PortError> {
     let mut keys = vec![sync_key(project_id, sync_id)];
     if let Some(sync) = get(st, project_id, sync_id).await? {
         let guard_sk = sync_key_sk(&sync)?;
@@ -258,8 +269,11 @@ pub(super) async fn delete(
             keys.push(key(project_pk(project_id), guard_sk));
         }
     }
-    st.batch_delete(keys).await?;
-    // A missing sync still gets its runs removed: a delete that failed half-way is finished by a retry.
+    st.batch_delete(keys).await
+}
+
+/// Every run ledger of a sync.
+pub(super) async fn delete_runs(st: &DynamoStateStore, sync_id: &str) -> Result<(), PortError> {
     let runs = st
         .query_all(
             None,

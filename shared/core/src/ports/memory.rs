@@ -22,7 +22,8 @@ use crate::cohort::naming::parse_export_key;
 use crate::cohort::unmatched::UnmatchedExport;
 use crate::model::{
     Advertiser, ExportRef, Fence, Integration, IntegrationStatus, KeyMapping, Lease, OAuthState,
-    PreviewRecord, RunLedger, SnapshotPointer, SnapshotRef, SyncConfig, SyncProgress, WriteMode,
+    PreviewRecord, RetiredSync, RunLedger, SnapshotPointer, SnapshotRef, SyncConfig, SyncProgress,
+    WriteMode,
 };
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -73,6 +74,8 @@ struct StateData {
     seen_exports: HashMap<String, ExportRef>,
     /// key -> the last time it started nothing.
     unmatched: HashMap<String, UnmatchedExport>,
+    /// (project, sync id) -> a sync a disconnect retired, its runs kept.
+    retired: BTreeMap<(String, String), RetiredSync>,
 }
 
 /// `StateStore` in memory.
@@ -314,6 +317,58 @@ impl StateStore for MemoryStateStore {
         }
         d.runs.retain(|(s, _), _| s != sync_id);
         Ok(())
+    }
+
+    async fn retire_sync(&self, retired: &RetiredSync) -> Result<(), PortError> {
+        check_id("sync id", &retired.sync_id)?;
+        let mut d = lock(&self.data);
+        let id = (retired.project_id.clone(), retired.sync_id.clone());
+        d.retired.insert(id.clone(), retired.clone());
+        if let Some(e) = d.syncs.remove(&id) {
+            let key = (
+                e.sync.project_id.clone(),
+                e.sync.cohort_id.clone(),
+                e.sync.advertiser_id.clone(),
+                e.sync.write_mode,
+            );
+            if d.sync_keys.get(&key) == Some(&retired.sync_id) {
+                d.sync_keys.remove(&key);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_retired_sync(
+        &self,
+        project_id: &str,
+        sync_id: &str,
+    ) -> Result<Option<RetiredSync>, PortError> {
+        let id = (project_id.to_string(), sync_id.to_string());
+        Ok(lock(&self.data).retired.get(&id).cloned())
+    }
+
+    async fn list_retired_syncs(&self, project_id: &str) -> Result<Vec<RetiredSync>, PortError> {
+        let d = lock(&self.data);
+        Ok(d.retired
+            .iter()
+            .filter(|((p, _), _)| p == project_id)
+            .map(|(_, r)| r.clone())
+            .collect())
+    }
+
+    async fn delete_retired_sync(&self, project_id: &str, sync_id: &str) -> Result<(), PortError> {
+        let mut d = lock(&self.data);
+        d.runs.retain(|(s, _), _| s != sync_id);
+        d.retired
+            .remove(&(project_id.to_string(), sync_id.to_string()));
+        Ok(())
+    }
+
+    async fn projects_with_history(&self) -> Result<Vec<String>, PortError> {
+        let d = lock(&self.data);
+        let mut out: Vec<String> = d.retired.keys().map(|(p, _)| p.clone()).collect();
+        out.dedup();
+        Ok(out)
     }
 
     async fn acquire_lease(

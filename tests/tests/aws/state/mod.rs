@@ -8,9 +8,11 @@
 //! - [`runs`]: run ledgers (fenced, never rewritten, none after a delete), the sweeper's query, the daily
 //!   budget
 //! - [`unmatched`]: unmatched exports
+//! - [`retired`]: syncs retired by a disconnect that kept their run history
 
 mod leases;
 mod records;
+mod retired;
 mod runs;
 mod unmatched;
 

@@ -97,7 +97,13 @@ impl Api {
                 Ok(see_other(&format!("{project}/syncs/{id}?done=created")))
             }
             "disconnect" => {
-                self.v1(ctx, "DELETE", p, &["integration"], &[], None)
+                let keep = ctx.field("keep_history") == Some("true");
+                let query: &[(&str, &str)] = if keep {
+                    &[("keep_history", "true")]
+                } else {
+                    &[]
+                };
+                self.v1(ctx, "DELETE", p, &["integration"], query, None)
                     .await?;
                 Ok(see_other(&format!("{project}?done=disconnected")))
             }

@@ -6,6 +6,7 @@
 //! with one stylesheet, under a strict Content-Security-Policy: no script runs anywhere in the console.
 
 mod actions;
+mod history;
 mod layout;
 mod pages;
 mod session;
@@ -142,6 +143,10 @@ impl Api {
             ("GET", ["projects", p]) => self.project_page(ctx, p).await,
             ("GET", ["projects", p, "syncs", s]) => self.sync_page(ctx, p, s).await,
             ("GET", ["projects", p, "previews", id]) => self.preview_page(ctx, p, id).await,
+            ("GET", ["projects", p, "history", s]) => self.history_page(ctx, p, s).await,
+            ("POST", ["projects", p, "history", s, action]) => {
+                self.history_action(ctx, p, s, action).await
+            }
             ("POST", ["projects", p, action]) => self.project_action(ctx, p, action).await,
             ("POST", ["projects", p, "syncs", s, action]) => {
                 self.sync_action(ctx, p, s, action).await

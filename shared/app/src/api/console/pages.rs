@@ -93,6 +93,13 @@ impl Api {
         let integ = self.v1(ctx, "GET", p, &["integration"], &[], None).await?;
         let syncs = self.v1(ctx, "GET", p, &["syncs"], &[], None).await?;
         let syncs = syncs["syncs"].as_array().cloned().unwrap_or_default();
+        let retired = self
+            .v1(ctx, "GET", p, &["retired-syncs"], &[], None)
+            .await?;
+        let retired = retired["retired_syncs"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let status = integ["status"]
             .as_str()
             .unwrap_or("not_connected")
@@ -108,6 +115,7 @@ impl Api {
                         Some("mapping") => (flash("ok", "Key mapping saved.")),
                         Some("deleted") => (flash("ok", "Sync deleted: its schedule, snapshots and history are gone; the TikTok audience is kept.")),
                         Some("disconnected") => (flash("ok", "Disconnected.")),
+                        Some("history_deleted") => (flash("ok", "The kept run history was deleted.")),
                         _ => {}
                     }
                     @if status == "reconnect_required" { (reconnect_banner(&ctx.csrf, p)) }
@@ -115,6 +123,7 @@ impl Api {
                     @if status != "not_connected" { (mapping_section(ctx, p, &integ)) }
                     (syncs_section(&syncs, &integ))
                     @if status == "connected" && !integ["mapping"].is_null() { (create_sync_section(ctx, p, &integ)) }
+                    (super::history::history_section(p, &retired))
                     @if status != "not_connected" { (disconnect_section(ctx, p)) }
                 },
             ),
@@ -273,6 +282,8 @@ fn disconnect_section(ctx: &Ctx<'_>, p: &str) -> Markup {
                  their schedules, snapshots, run history and reports. TikTok audiences already created stay in TikTok Ads Manager." }
             form method="post" action={ "/console/projects/" (p) "/disconnect" } {
                 (csrf_field(&ctx.csrf))
+                label.inline { input type="checkbox" name="keep_history" value="true"; " Keep the run history (run counts, states and \
+                    reasons: no identifier; readable here until you delete it). Without it, history kept by an earlier disconnect goes too." }
                 div.actions { button.danger type="submit" { "Disconnect project" } }
             }
         }

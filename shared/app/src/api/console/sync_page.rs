@@ -209,7 +209,7 @@ fn chart(runs: &[Value]) -> Markup {
     }
 }
 
-fn runs_section(base: &str, runs: &[Value], filter: Option<&str>) -> Markup {
+pub(super) fn runs_section(base: &str, runs: &[Value], filter: Option<&str>) -> Markup {
     html! {
         section {
             h2 { "Runs" }
