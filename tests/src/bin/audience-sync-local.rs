@@ -74,6 +74,10 @@ struct Args {
     /// whose run died or left work for later once their lease expired. 0: no sweeper.
     #[arg(long, default_value_t = 5)]
     sweep_seconds: u64,
+    /// POST failure notifications (failed runs, reconnect_required, guard holds; Slack-compatible JSON) to
+    /// this URL, as the template's FailureNotifications=on does with its secret.
+    #[arg(long, value_name = "URL")]
+    notification_webhook: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -148,6 +152,7 @@ async fn run(args: Args, mut out: File) -> anyhow::Result<ExitCode> {
         lease_ttl: Duration::from_secs(args.lease_seconds),
         tiktok_rules,
         sweep_every: Some(Duration::from_secs(args.sweep_seconds)),
+        notification_webhook: args.notification_webhook,
     })
     .await?;
     writeln!(out, "{}", stack.ready.line())?;

@@ -70,6 +70,9 @@ pub struct StackOptions {
     /// How often the sweeper resumes unfinished syncs (the template's `SweepRate`, 5 minutes there; short
     /// here so a local demo recovers quickly). `None`: no sweeper.
     pub sweep_every: Option<Duration>,
+    /// A failure-notification webhook URL (the template's `FailureNotifications=on`): stored in the
+    /// `<name>/notification-webhook` secret the runner reads. `None`: notifications off.
+    pub notification_webhook: Option<String>,
 }
 
 impl Default for StackOptions {
@@ -88,6 +91,7 @@ impl Default for StackOptions {
             lease_ttl: EngineSettings::default().lease_ttl,
             tiktok_rules: tiktok_sandbox::Rules::default(),
             sweep_every: Some(DEFAULT_SWEEP_EVERY),
+            notification_webhook: None,
         }
     }
 }
@@ -197,6 +201,10 @@ impl Stack {
         vars.insert("SCHEDULER_ROLE_ARN", names.scheduler_role_arn.clone());
         vars.insert("TIKTOK_HOST", tiktok_host);
         vars.insert("TIKTOK_RATE", opts.tiktok_qps.max(1).to_string());
+        let webhook_secret = format!("{}/notification-webhook", names.secret_prefix);
+        if opts.notification_webhook.is_some() {
+            vars.insert("NOTIFICATION_WEBHOOK_SECRET", webhook_secret.clone());
+        }
         let config = Config::from_lookup(|k| vars.get(k).cloned())
             .context("the functions' configuration")?;
 
@@ -214,6 +222,9 @@ impl Stack {
         let admin_token =
             provision::admin_token(&clients.secrets, &config.admin_token_secret).await?;
         let app = provision::app_identity(&clients.secrets, &config.app_credentials_secret).await?;
+        if let Some(url) = &opts.notification_webhook {
+            provision::webhook(&clients.secrets, &webhook_secret, url).await?;
+        }
         let advertisers = app.advertisers();
         register_app(&sandbox_url, &app, &advertisers, &callback_url).await?;
 

@@ -187,6 +187,19 @@ impl AppIdentity {
 
 /// Creates the admin-token secret unless it exists (as the template generates it: `{"token": "..."}`); returns
 /// the token in force.
+/// The failure-notification webhook's secret: the URL itself (rewritten on every start).
+pub async fn webhook(
+    secrets: &aws_sdk_secretsmanager::Client,
+    name: &str,
+    url: &str,
+) -> Result<()> {
+    let url = url.trim();
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        anyhow::bail!("--notification-webhook must be an http(s) URL");
+    }
+    put_secret(secrets, name, url).await
+}
+
 pub async fn admin_token(secrets: &aws_sdk_secretsmanager::Client, name: &str) -> Result<String> {
     if let Some(existing) = read_secret(secrets, name).await? {
         let existing = existing.trim();

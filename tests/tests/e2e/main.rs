@@ -4,6 +4,7 @@
 mod cadences;
 mod flows;
 mod integration;
+mod notify;
 mod restart;
 mod support;
 mod unmatched;
