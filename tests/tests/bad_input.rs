@@ -23,7 +23,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
 use audience_core::cohort::naming::{NamingError, decode_s3_event_key, parse_export_key};
-use audience_core::cohort::reader::{ReadError, digest_reader};
+use audience_core::cohort::reader::{ReadError, ReaderLimits, digest_reader, digest_reader_with};
 use audience_core::model::{Cadence, RunState, SyncConfig, WriteMode};
 use audience_core::ports::StateStore;
 use audience_core::sync::EngineSettings;
@@ -229,6 +229,45 @@ fn every_corpus_file_gives_its_exact_outcome_without_panic() {
         failures.len(),
         all.len(),
         failures.join("\n")
+    );
+}
+
+/// Issue 15: the reader on several threads (tiny chunks, so every file is cut in many places) gives each
+/// corpus file exactly the one-thread outcome: the same counts and set, or the same error.
+#[test]
+fn every_corpus_file_reads_the_same_on_every_thread_count() {
+    let m = manifest();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let read = |c: &Case, threads: usize, chunk_bytes: usize| -> String {
+        let Ok(n) = Normalizer::new(c.key, c.region.as_deref()) else {
+            return "no normalizer".into();
+        };
+        let limits = ReaderLimits {
+            threads,
+            chunk_bytes,
+            ..ReaderLimits::default()
+        };
+        let f = File::open(&c.path).expect("open");
+        match digest_reader_with(f, c.gzip_name(), &c.column, &n, &limits) {
+            Ok(r) => format!("{:?} {} {:?}", r.counts(), r.duplicates, r.set),
+            Err(e) => format!("{} {e}", error_kind(&e)),
+        }
+    };
+    let all = cases(&m, tmp.path());
+    let mut differ = Vec::new();
+    for c in &all {
+        let one = read(c, 1, 1 << 20);
+        for (threads, chunk) in [(2, 7), (3, 64), (2, 4096), (4, 1 << 20)] {
+            if read(c, threads, chunk) != one {
+                differ.push(format!("{} (threads {threads}, chunk {chunk})", c.label()));
+            }
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "{} of {} differ: {differ:?}",
+        differ.len(),
+        all.len()
     );
 }
 

@@ -6,7 +6,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use audience_core::cohort::reader::{ReaderLimits, digest_reader, digest_reader_with};
+use audience_core::cohort::reader::{ReaderLimits, digest_reader_with};
 use audience_core::{KeyKind, Normalizer, SkipReason};
 
 struct Counting;
@@ -111,10 +111,28 @@ fn a_long_record_is_counted_and_skipped_in_bounded_memory() {
     let head = b"email,notes\na@b.co,x\nc@d.co,";
     let tail = b"\ne@f.co,y\n";
     let plain = Lazy::new(head, b'n', 64 * MIB, tail);
-    let (read, peak) = peak_during(|| digest_reader(plain, false, "email", &email));
+    let one = ReaderLimits {
+        threads: 1,
+        ..ReaderLimits::default()
+    };
+    let (read, peak) = peak_during(|| digest_reader_with(plain, false, "email", &email, &one));
     assert!(
         peak < 4 * MIB,
         "reading a 64 MiB record peaked at {peak} bytes"
+    );
+    let read = read.expect("read");
+    assert_eq!(read.stats.rows, 3);
+    // On two threads a constant is added, whatever the record's length: a stretch without a boundary (up to
+    // 4 chunks and a record limit, plus the chunk being read) and the chunks in flight (2 per thread).
+    let two = ReaderLimits {
+        threads: 2,
+        ..ReaderLimits::default()
+    };
+    let plain = Lazy::new(head, b'n', 64 * MIB, tail);
+    let (read, peak) = peak_during(|| digest_reader_with(plain, false, "email", &email, &two));
+    assert!(
+        peak < 4 * MIB + 8 * two.chunk_bytes,
+        "reading a 64 MiB record on two threads peaked at {peak} bytes"
     );
     let read = read.expect("read");
     assert_eq!(read.stats.rows, 3);
@@ -136,6 +154,7 @@ fn a_long_record_is_counted_and_skipped_in_bounded_memory() {
     e.finish().expect("gzip tail");
     let no_ratio = ReaderLimits {
         max_compression_ratio: u64::MAX,
+        threads: 1,
         ..ReaderLimits::default()
     };
     let gz_len = gz.len();

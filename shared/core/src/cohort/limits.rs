@@ -33,6 +33,11 @@ pub struct ReaderLimits {
     /// compress 2.5-4x; deflate's ceiling is ~1,030x (reached by repeated bytes, i.e. a bomb). 200x leaves a
     /// 50x margin for real files and caps what a small file may cost at 200 times its size.
     pub max_compression_ratio: u64,
+    /// Threads that parse, normalize, hash and sort (0: every core the process has; 1: one thread, no
+    /// chunking). The counts and the set are the same for every value.
+    pub threads: usize,
+    /// Bytes per chunk handed to a parsing thread (cut at a record boundary). Each thread holds about two.
+    pub chunk_bytes: usize,
 }
 
 impl Default for ReaderLimits {
@@ -42,6 +47,18 @@ impl Default for ReaderLimits {
             max_header_bytes: MIB,
             max_decompressed_bytes: 16 * GIB,
             max_compression_ratio: 200,
+            threads: 0,
+            chunk_bytes: MIB,
+        }
+    }
+}
+
+impl ReaderLimits {
+    /// `threads`, with 0 resolved to the cores available (Lambda: its vCPUs).
+    pub fn resolved_threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
         }
     }
 }

@@ -4,6 +4,7 @@ mod error;
 mod limits;
 pub mod listing;
 pub mod naming;
+mod parallel;
 pub mod reader;
 mod records;
 pub mod unmatched;

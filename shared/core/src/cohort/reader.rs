@@ -17,7 +17,7 @@ use crate::identifiers::{Normalizer, SkipReason, is_blank};
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const UTF8_BOM: [u8; 3] = [0xef, 0xbb, 0xbf];
-const BUF: usize = 256 * 1024;
+pub(crate) const BUF: usize = 256 * 1024;
 /// The compressed side's buffer: it reads ahead of the decoder, and the ratio limit lets through up to
 /// `max_compression_ratio` times this much before it can see a bomb.
 const GZ_BUF: usize = 64 * 1024;
@@ -31,6 +31,15 @@ pub struct ReadStats {
 }
 
 impl ReadStats {
+    /// Adds another part's counts (a chunk of a parallel read).
+    pub(crate) fn add(&mut self, other: &ReadStats) {
+        self.rows += other.rows;
+        self.valid += other.valid;
+        for (a, b) in self.skipped.iter_mut().zip(other.skipped) {
+            *a += b;
+        }
+    }
+
     pub fn skip(&mut self, reason: SkipReason) {
         self.skipped[reason.index()] += 1;
     }
@@ -188,7 +197,8 @@ pub fn scan_cohort<R: Read>(
 }
 
 /// `scan_cohort` with explicit limits: a record over `max_record_bytes` is `malformed_row` (never held in
-/// memory), a quote open at end of file or a header over `max_header_bytes` is a `ReadError`.
+/// memory), a quote open at end of file or a header over `max_header_bytes` is a `ReadError`. One thread
+/// (`digest_cohort_with` uses `limits.threads`).
 pub fn scan_cohort_with<R: Read>(
     input: R,
     column: &str,
@@ -196,6 +206,22 @@ pub fn scan_cohort_with<R: Read>(
     limits: &ReaderLimits,
     mut sink: impl FnMut(Digest),
 ) -> Result<ReadStats, ReadError> {
+    let (mut records, col) = open_records(input, column, limits)?;
+    let mut stats = ReadStats::default();
+    if !scan_records(&mut records, col, normalizer, &mut stats, &mut sink)? {
+        return Err(ReadError::UnclosedQuote {
+            row: stats.rows + 1,
+        });
+    }
+    Ok(stats)
+}
+
+/// The header read and the identifier column found; the records after it, at the data records' limit.
+fn open_records<R: Read>(
+    input: R,
+    column: &str,
+    limits: &ReaderLimits,
+) -> Result<(Records<BufReader<R>>, usize), ReadError> {
     let mut records = Records::new(
         BufReader::with_capacity(BUF, input),
         limits.max_header_bytes,
@@ -203,7 +229,19 @@ pub fn scan_cohort_with<R: Read>(
     let headers = read_header(&mut records, limits)?;
     let col = find_column(&headers, column)?;
     records.set_limit(limits.max_record_bytes);
-    let mut stats = ReadStats::default();
+    Ok((records, col))
+}
+
+/// Every record to the end of the input: each row counted in `stats`, each digest to `sink`. `Ok(false)`:
+/// the input ended inside a quoted field (the caller decides whether that is an error: for a chunk of a
+/// parallel read it means the chunk was not cut at a record boundary).
+pub(crate) fn scan_records<R: io::BufRead>(
+    records: &mut Records<R>,
+    col: usize,
+    normalizer: &Normalizer,
+    stats: &mut ReadStats,
+    sink: &mut impl FnMut(Digest),
+) -> io::Result<bool> {
     // Holds at most `max_record_bytes`: pieces stop once a record is over the limit.
     let mut value = Vec::new();
     loop {
@@ -214,12 +252,8 @@ pub fn scan_cohort_with<R: Read>(
             }
         })? {
             Next::Record(r) => r,
-            Next::End => return Ok(stats),
-            Next::UnclosedQuote => {
-                return Err(ReadError::UnclosedQuote {
-                    row: stats.rows + 1,
-                });
-            }
+            Next::End => return Ok(true),
+            Next::UnclosedQuote => return Ok(false),
         };
         stats.rows += 1;
         let outcome = if rec.too_long || rec.fields <= col {
@@ -283,9 +317,16 @@ pub fn digest_cohort_with<R: Read>(
     normalizer: &Normalizer,
     limits: &ReaderLimits,
 ) -> Result<CohortDigests, ReadError> {
-    let mut all = Vec::new();
-    let stats = scan_cohort_with(input, column, normalizer, limits, |d| all.push(d))?;
-    let (set, duplicates) = DigestSet::from_unsorted(all);
+    let threads = limits.resolved_threads();
+    let (all, stats) = if threads > 1 {
+        let (records, col) = open_records(input, column, limits)?;
+        super::parallel::digest_records(records.into_inner(), col, normalizer, limits, threads)?
+    } else {
+        let mut all = Vec::new();
+        let stats = scan_cohort_with(input, column, normalizer, limits, |d| all.push(d))?;
+        (all, stats)
+    };
+    let (set, duplicates) = DigestSet::from_unsorted_par(all, threads);
     Ok(CohortDigests {
         set,
         stats,

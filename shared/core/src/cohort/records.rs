@@ -110,6 +110,12 @@ impl<R: BufRead> Records<R> {
         self.limit = limit;
     }
 
+    /// The input, positioned after the last record returned (its buffered bytes included). Call only
+    /// right after a record: the next byte starts a record, or is the `\n` of a `\r\n` (a blank line then).
+    pub fn into_inner(self) -> R {
+        self.input
+    }
+
     /// Parses the next record; `field(i, piece)` receives field `i`'s unescaped bytes in order, in pieces,
     /// for as long as the record is within the limit (an empty field gets no call).
     pub fn next(&mut self, mut field: impl FnMut(usize, &[u8])) -> io::Result<Next> {
