@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, anyhow};
-use audience_core::cohort::{CohortDigests, parse_export_key, reader::digest_reader};
+use audience_core::cohort::reader::{ReaderLimits, digest_reader_with};
+use audience_core::cohort::{CohortDigests, parse_export_key};
 use audience_core::digests::snapshot::{SnapshotReader, write_snapshot};
 use audience_core::report::PreviewReport;
 use audience_core::{KeyKind, Normalizer, diff};
@@ -59,6 +60,9 @@ enum Command {
         /// Write the file's digest set as a snapshot to this path.
         #[arg(long)]
         write_snapshot: Option<PathBuf>,
+        /// Threads that read, hash and sort (0: every core; the counts are the same for every value).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
     },
 }
 
@@ -97,15 +101,23 @@ fn main() -> ExitCode {
             format,
             previous,
             write_snapshot,
+            threads,
         } => {
             let n = match normalizer(key, region.as_deref()) {
                 Ok(n) => n,
                 Err(code) => return code,
             };
+            let limits = ReaderLimits {
+                threads,
+                ..ReaderLimits::default()
+            };
             preview(
-                &file,
-                &n,
-                &column,
+                &Input {
+                    file: &file,
+                    n: &n,
+                    column: &column,
+                    limits: &limits,
+                },
                 format,
                 previous.as_deref(),
                 write_snapshot.as_deref(),
@@ -171,12 +183,21 @@ fn progress(len: Option<u64>) -> Option<ProgressBar> {
     Some(pb)
 }
 
-fn read_input(
-    file: &str,
-    n: &Normalizer,
-    column: &str,
-    gzip_name: bool,
-) -> anyhow::Result<CohortDigests> {
+/// The file to read and how.
+struct Input<'a> {
+    file: &'a str,
+    n: &'a Normalizer,
+    column: &'a str,
+    limits: &'a ReaderLimits,
+}
+
+fn read_input(input: &Input<'_>, gzip_name: bool) -> anyhow::Result<CohortDigests> {
+    let Input {
+        file,
+        n,
+        column,
+        limits,
+    } = *input;
     let (source, len): (Box<dyn Read + Send>, Option<u64>) = if file == "-" {
         (Box::new(io::stdin()), None)
     } else {
@@ -189,7 +210,7 @@ fn read_input(
         Some(pb) => Box::new(pb.wrap_read(source)),
         None => source,
     };
-    let read = digest_reader(source, gzip_name, column, n)
+    let read = digest_reader_with(source, gzip_name, column, n, limits)
         .with_context(|| format!("cannot read {file}"))?;
     if let Some(pb) = pb {
         pb.finish_and_clear();
@@ -198,13 +219,12 @@ fn read_input(
 }
 
 fn preview(
-    file: &str,
-    n: &Normalizer,
-    column: &str,
+    input: &Input<'_>,
     format: Format,
     previous: Option<&Path>,
     write_to: Option<&Path>,
 ) -> anyhow::Result<()> {
+    let (file, n, column) = (input.file, input.n, input.column);
     let name = if file == "-" {
         None
     } else {
@@ -229,7 +249,7 @@ fn preview(
             Some(set)
         }
     };
-    let read = read_input(file, n, column, gzip_name)?;
+    let read = read_input(input, gzip_name)?;
     let mut report = PreviewReport::new(&read, name.as_ref(), n.kind(), column);
     if let Some(base) = &base {
         let d = diff(base.as_slice(), read.set.as_slice());

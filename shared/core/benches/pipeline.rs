@@ -5,7 +5,7 @@
 use std::hint::black_box;
 use std::io::Write;
 
-use audience_core::cohort::reader::digest_reader;
+use audience_core::cohort::reader::{ReaderLimits, digest_reader_with};
 use audience_core::{KeyKind, Normalizer};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
@@ -70,13 +70,20 @@ fn bench(c: &mut Criterion) {
             writeln!(f, "{},user-{},{}", 100_000_000 + i, i, e).expect("write");
         }
     }
-    g.bench_function("file->sorted-set", |b| {
-        b.iter(|| {
-            let f = std::fs::File::open(&path).expect("open");
-            let r = digest_reader(f, false, "email", &norm).expect("read");
-            black_box(r.set.len())
-        })
-    });
+    // One thread, and every core (`threads: 0`, the runner's and the CLI's default).
+    for (name, threads) in [("file->sorted-set/1-thread", 1), ("file->sorted-set/all-cores", 0)] {
+        let limits = ReaderLimits {
+            threads,
+            ..ReaderLimits::default()
+        };
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let f = std::fs::File::open(&path).expect("open");
+                let r = digest_reader_with(f, false, "email", &norm, &limits).expect("read");
+                black_box(r.set.len())
+            })
+        });
+    }
     g.finish();
 }
 

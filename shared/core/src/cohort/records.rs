@@ -90,6 +90,8 @@ pub(crate) struct Records<R> {
     rec: Progress,
     /// The end-of-input probe was fed (see `finish`).
     probed: bool,
+    /// Quote-free lines are split without csv_core (see `fast_line`); off only to test the two agree.
+    fast: bool,
 }
 
 impl<R: BufRead> Records<R> {
@@ -103,7 +105,15 @@ impl<R: BufRead> Records<R> {
             limit,
             rec: Progress::default(),
             probed: false,
+            fast: true,
         }
+    }
+
+    /// Every record through csv_core (the reference the fast path is tested against).
+    #[cfg(test)]
+    fn slow(mut self) -> Self {
+        self.fast = false;
+        self
     }
 
     pub fn set_limit(&mut self, limit: usize) {
@@ -127,6 +137,16 @@ impl<R: BufRead> Records<R> {
             };
             if buf.is_empty() {
                 return Ok(self.finish(&mut field));
+            }
+            // Only between records (csv_core has consumed at most line breaks since the last one).
+            if self.fast && !self.rec.started && self.rec.field == 0 {
+                if let Some((used, rec)) = fast_line(buf, self.limit, &mut field) {
+                    self.input.consume(used);
+                    match rec {
+                        Some(r) => return Ok(Next::Record(r)),
+                        None => continue,
+                    }
+                }
             }
             let (res, nin, nout) = self.core.read_field(buf, &mut self.out);
             let done = self
@@ -163,6 +183,39 @@ impl<R: BufRead> Records<R> {
             }
         }
     }
+}
+
+/// A whole line at the start of `buf` with no `"` and no `\r` but one before its `\n`: its fields are what
+/// lie between the commas, as csv_core would give them. `(bytes consumed, record)`; record `None`: a blank
+/// line (skipped, as csv_core skips it). `None`: not such a line (no `\n` in the buffer yet, a quote, a lone
+/// CR): csv_core reads it. The record's byte count is csv_core's: up to its terminator's first byte.
+fn fast_line(
+    buf: &[u8],
+    limit: usize,
+    field: &mut impl FnMut(usize, &[u8]),
+) -> Option<(usize, Option<Record>)> {
+    let nl = memchr::memchr(b'\n', buf)?;
+    let mut line = &buf[..nl];
+    if let Some(p) = memchr::memchr2(b'"', b'\r', line) {
+        if p + 1 != line.len() || line[p] != b'\r' {
+            return None;
+        }
+        line = &line[..p];
+    }
+    if line.is_empty() {
+        return Some((nl + 1, None));
+    }
+    let too_long = line.len() + 1 > limit;
+    let mut fields = 0;
+    let mut start = 0;
+    for end in memchr::memchr_iter(b',', line).chain(std::iter::once(line.len())) {
+        if !too_long && end > start {
+            field(fields, &line[start..end]);
+        }
+        fields += 1;
+        start = end + 1;
+    }
+    Some((nl + 1, Some(Record { fields, too_long })))
 }
 
 #[cfg(test)]
@@ -245,6 +298,54 @@ mod tests {
                     })
                     .collect();
                 proptest::prop_assert_eq!(got, want);
+            }
+        }
+    }
+
+    /// Every record, through a reader of `cap` bytes (lines then span buffers), fast path on or off.
+    fn all_with(input: &[u8], limit: usize, cap: usize, fast: bool) -> (Parsed, Next) {
+        let reader = io::BufReader::with_capacity(cap, input);
+        let mut r = Records::new(reader, limit);
+        if !fast {
+            r = r.slow();
+        }
+        let mut out = Vec::new();
+        loop {
+            let mut got: Vec<Vec<u8>> = Vec::new();
+            let n = r
+                .next(|i, piece| {
+                    got.resize(got.len().max(i + 1), Vec::new());
+                    got[i].extend_from_slice(piece);
+                })
+                .unwrap();
+            match n {
+                Next::Record(rec) => out.push((rec, got)),
+                other => return (out, other),
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// The quote-free fast path gives csv_core's records, lengths and limit flags, whatever the buffer.
+        #[test]
+        fn the_fast_path_agrees_with_csv_core(
+            input in proptest::collection::vec(
+                proptest::sample::select(vec![b'a', b'b', b' ', b',', b'"', b'\n', b'\n', b'\r']),
+                0..160,
+            ),
+            limit in proptest::sample::select(vec![3usize, 6, 10, usize::MAX]),
+            cap in proptest::sample::select(vec![1usize, 4, 17, 8192]),
+        ) {
+            let (fast, fast_end) = all_with(&input, limit, cap, true);
+            let (slow, slow_end) = all_with(&input, limit, cap, false);
+            proptest::prop_assert_eq!(fast_end, slow_end);
+            // Pieces of a too-long record may stop at different places: only its shape must agree.
+            proptest::prop_assert_eq!(fast.len(), slow.len());
+            for (f, s) in fast.iter().zip(&slow) {
+                proptest::prop_assert_eq!(f.0, s.0);
+                if !f.0.too_long {
+                    proptest::prop_assert_eq!(&f.1, &s.1);
+                }
             }
         }
     }
