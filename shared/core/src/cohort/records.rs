@@ -139,13 +139,15 @@ impl<R: BufRead> Records<R> {
                 return Ok(self.finish(&mut field));
             }
             // Only between records (csv_core has consumed at most line breaks since the last one).
-            if self.fast && !self.rec.started && self.rec.field == 0 {
-                if let Some((used, rec)) = fast_line(buf, self.limit, &mut field) {
-                    self.input.consume(used);
-                    match rec {
-                        Some(r) => return Ok(Next::Record(r)),
-                        None => continue,
-                    }
+            if self.fast
+                && !self.rec.started
+                && self.rec.field == 0
+                && let Some((used, rec)) = fast_line(buf, self.limit, &mut field)
+            {
+                self.input.consume(used);
+                match rec {
+                    Some(r) => return Ok(Next::Record(r)),
+                    None => continue,
                 }
             }
             let (res, nin, nout) = self.core.read_field(buf, &mut self.out);
