@@ -66,16 +66,17 @@ impl DigestSet {
 
     /// `from_unsorted` on `threads` threads: the digests are partitioned in place by their first byte
     /// (American flag sort; SHA-256 spreads them evenly), then the 256 buckets are sorted on the threads.
-    /// Same result, no extra memory.
+    /// Same result, no extra memory; faster on one thread too (each bucket sorts within the cache).
     pub fn from_unsorted_par(mut v: Vec<Digest>, threads: usize) -> (DigestSet, u64) {
         // Below this, threads cost more than they save.
         const MIN_PARALLEL: usize = 1 << 16;
-        if threads <= 1 || v.len() < MIN_PARALLEL {
+        if v.len() < MIN_PARALLEL {
             return DigestSet::from_unsorted(v);
         }
         let before = v.len();
         let ends = partition_by_first_byte(&mut v);
         let buckets = split_buckets(&mut v, &ends);
+        let threads = threads.max(1);
         // Contiguous runs of buckets of about equal size, one per thread.
         let per = before.div_ceil(threads);
         let mut groups: Vec<Vec<&mut [Digest]>> = vec![Vec::new()];
@@ -268,6 +269,24 @@ mod tests {
 
     fn dg(n: u8) -> Digest {
         Digest([n; 32])
+    }
+
+    #[test]
+    fn the_bucket_sort_gives_the_plain_sort_on_every_thread_count() {
+        // SHA-256 values (evenly spread), duplicates, and a crowded first byte (uneven buckets).
+        let mut v: Vec<Digest> = (0u32..90_000)
+            .map(|i| crate::identifiers::sha256_for_bench(&(i % 70_000).to_le_bytes()))
+            .collect();
+        v.extend((0u8..200).map(|i| {
+            let mut d = [7u8; 32];
+            d[31] = i;
+            Digest(d)
+        }));
+        let want = DigestSet::from_unsorted(v.clone());
+        assert_eq!(want.1, 20_000);
+        for threads in [0, 1, 2, 3, 8] {
+            assert!(DigestSet::from_unsorted_par(v.clone(), threads) == want, "{threads}");
+        }
     }
 
     #[test]
