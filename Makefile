@@ -83,6 +83,8 @@ deploy-check: venv $(SAMVENV)/.samtranslator
 
 bench:
 	$(CARGO) bench -p audience-core --bench pipeline
+	$(CARGO) build --release -p audience-sync-cli
+	scripts/bench_preview.sh 3000000 9
 
 # The local demo: moto, the local stack (the real handlers) and the TikTok sandbox tell the story of a sync
 # from connect to delta; exits 0 only if the TikTok audience ends equal to the cohort.
