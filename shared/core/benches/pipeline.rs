@@ -71,7 +71,10 @@ fn bench(c: &mut Criterion) {
         }
     }
     // One thread, and every core (`threads: 0`, the runner's and the CLI's default).
-    for (name, threads) in [("file->sorted-set/1-thread", 1), ("file->sorted-set/all-cores", 0)] {
+    for (name, threads) in [
+        ("file->sorted-set/1-thread", 1),
+        ("file->sorted-set/all-cores", 0),
+    ] {
         let limits = ReaderLimits {
             threads,
             ..ReaderLimits::default()

@@ -403,11 +403,38 @@ struct Ready {
 /// One line of the sandbox's request log (the fields the bench reads).
 #[derive(Debug, Clone, Deserialize)]
 pub struct LogEntry {
+    /// When the sandbox received it (ms since the epoch).
+    #[serde(default)]
+    pub ts_ms: u64,
     pub path: String,
     pub action: Option<String>,
     pub ids: usize,
     pub code: Option<i64>,
     pub applied: bool,
+}
+
+/// The request rate TikTok saw: (most requests in any 1-second window, mean requests/s from the first to
+/// the last one, count). Over the Marketing API requests only (not OAuth).
+pub fn achieved_rate(log: &[LogEntry]) -> (usize, f64, usize) {
+    let mut ts: Vec<u64> = log
+        .iter()
+        .filter(|e| e.path.starts_with("/open_api/") && !e.path.contains("oauth2"))
+        .map(|e| e.ts_ms)
+        .collect();
+    ts.sort_unstable();
+    let mut most = 0;
+    let mut j = 0;
+    for i in 0..ts.len() {
+        while ts[j] + 1000 <= ts[i] {
+            j += 1;
+        }
+        most = most.max(i - j + 1);
+    }
+    let mean = match (ts.first(), ts.last()) {
+        (Some(a), Some(b)) if b > a => (ts.len() - 1) as f64 * 1000.0 / (b - a) as f64,
+        _ => 0.0,
+    };
+    (most, mean, ts.len())
 }
 
 impl SandboxProcess {
@@ -539,4 +566,35 @@ pub fn sandbox_bin() -> Result<PathBuf> {
         "{} not found: build it with `cargo build --release -p tiktok-sandbox` or set SANDBOX_BIN",
         p.display()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ts_ms: u64) -> LogEntry {
+        LogEntry {
+            ts_ms,
+            path: "/open_api/v1.3/segment/mapping/".into(),
+            action: Some("add".into()),
+            ids: 1,
+            code: Some(0),
+            applied: true,
+        }
+    }
+
+    #[test]
+    fn the_busiest_second_and_the_mean_rate() {
+        // 0, 100, ..., 900 ms, then 1,000 and 1,999: the window [1000, 2000) holds 2, [0, 1000) holds 10.
+        let mut log: Vec<LogEntry> = (0..10).map(|i| at(i * 100)).collect();
+        log.push(at(1999));
+        log.push(at(1000));
+        let mut oauth = at(5);
+        oauth.path = "/open_api/v1.3/oauth2/access_token/".into();
+        log.push(oauth);
+        let (most, mean, n) = achieved_rate(&log);
+        assert_eq!((most, n), (10, 12));
+        assert!((mean - 11.0 * 1000.0 / 1999.0).abs() < 1e-9, "{mean}");
+        assert_eq!(achieved_rate(&[]), (0, 0.0, 0));
+    }
 }

@@ -30,8 +30,8 @@ use audience_core::sync::engine::Outcome;
 use audience_core::sync::{Deps, Engine, EngineSettings, RunnerInput};
 use audience_core::{KeyKind, Normalizer};
 use audience_sync_tests::bench::{
-    SandboxProcess, Stages, TimedApi, TimedStore, Timeline, requests_by_action, sandbox_bin,
-    stages, write_export,
+    SandboxProcess, Stages, TimedApi, TimedStore, Timeline, achieved_rate, requests_by_action,
+    sandbox_bin, stages, write_export,
 };
 use audience_sync_tests::{TestEnv, memory, moto_endpoint, unique_name};
 use audience_tiktok::{AppSecret, AudienceAdapter, ClientConfig, ExposeSecret, TikTokClient};
@@ -43,6 +43,8 @@ struct Args {
     streaming: u64,
     qps: u32,
     out: Option<String>,
+    /// Only the many-syncs scenario: this many streaming syncs of `users` each, run at once.
+    syncs: usize,
 }
 
 fn args() -> Result<Args> {
@@ -50,12 +52,14 @@ fn args() -> Result<Args> {
     let mut streaming = None;
     let mut qps = 10u32;
     let mut out = None;
+    let mut syncs = 0;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--streaming" => streaming = Some(it.next().context("--streaming N")?.parse()?),
             "--qps" => qps = it.next().context("--qps N")?.parse()?,
             "--out" => out = Some(it.next().context("--out FILE")?),
+            "--syncs" => syncs = it.next().context("--syncs K")?.parse()?,
             n => {
                 users = n
                     .replace('_', "")
@@ -69,6 +73,7 @@ fn args() -> Result<Args> {
         streaming: streaming.unwrap_or(users.min(1_000_000)),
         qps,
         out,
+        syncs,
     })
 }
 
@@ -430,6 +435,9 @@ fn machine() -> Value {
 async fn main() -> Result<()> {
     let a = args()?;
     let b = Bench::new(a.qps).await?;
+    if a.syncs > 0 {
+        return many_syncs(&b, &a).await;
+    }
     let mut results = Vec::new();
     let n = a.users;
     let churn = (n / 100).max(1);
@@ -482,5 +490,61 @@ async fn main() -> Result<()> {
     std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
     println!("{}", serde_json::to_string(&report)?);
     eprintln!("written to {out}");
+    Ok(())
+}
+
+/// `--syncs K`: K streaming syncs of `users` each run at once (as K Lambda invocations would, each with its
+/// own lease), sharing the app's rate through the DynamoDB gate. Reports the rate TikTok saw against the
+/// configured one.
+async fn many_syncs(b: &Bench, a: &Args) -> Result<()> {
+    let mut keys = Vec::new();
+    for _ in 0..a.syncs {
+        let cohort = format!("c{}", ulid::Ulid::new().to_string().to_lowercase());
+        let sync = b.create_sync(&cohort, WriteMode::Streaming).await?;
+        let (key, _, _) = b.upload(&cohort, "2026-11-20T10:00", 0..a.users).await?;
+        keys.push((sync.sync_id, key));
+    }
+    let before = b.sandbox.requests().await?.len();
+    let t = Instant::now();
+    let runs = keys.iter().map(|(_, key)| {
+        let event = json!({"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+            "s3": {"bucket": {"name": b.env.bucket}, "object": {"key": key.replace(':', "%3A")}}}]});
+        async move {
+            let input = RunnerInput::parse(&event)?;
+            b.engine.handle(input, None).await.map_err(anyhow::Error::from)
+        }
+    });
+    let outcomes = futures::future::join_all(runs).await;
+    let wall = t.elapsed();
+    let mut succeeded = 0;
+    for o in outcomes {
+        if let [
+            Outcome::Run {
+                state: RunState::Succeeded,
+                ..
+            },
+        ] = o?.as_slice()
+        {
+            succeeded += 1;
+        }
+    }
+    let log = b.sandbox.requests().await?;
+    let (busiest, mean, n) = achieved_rate(&log[before..]);
+    let report = json!({
+        "machine": machine(), "syncs": a.syncs, "users_per_sync": a.users, "succeeded": succeeded,
+        "configured_qps": a.qps, "tiktok_requests": n, "wall_s": wall.as_secs_f64(),
+        "mean_requests_per_s": mean, "busiest_second": busiest,
+        "mean_share_of_configured": mean / a.qps as f64,
+        "rejected_40100": log[before..].iter().filter(|e| e.code == Some(40100)).count(),
+    });
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| format!("bench-rate-{}x{}.json", a.syncs, a.users));
+    std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
+    println!("{}", serde_json::to_string(&report)?);
+    if succeeded != a.syncs {
+        bail!("{succeeded} of {} syncs succeeded", a.syncs);
+    }
     Ok(())
 }

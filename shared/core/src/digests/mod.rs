@@ -285,7 +285,10 @@ mod tests {
         let want = DigestSet::from_unsorted(v.clone());
         assert_eq!(want.1, 20_000);
         for threads in [0, 1, 2, 3, 8] {
-            assert!(DigestSet::from_unsorted_par(v.clone(), threads) == want, "{threads}");
+            assert!(
+                DigestSet::from_unsorted_par(v.clone(), threads) == want,
+                "{threads}"
+            );
         }
     }
 
