@@ -227,22 +227,9 @@ mod tests {
     /// Every record with its fields' bytes as handed out.
     type Parsed = Vec<(Record, Vec<Vec<u8>>)>;
 
+    /// Every record, the whole input in one buffer.
     fn all(input: &[u8], limit: usize) -> (Parsed, Next) {
-        let mut r = Records::new(input, limit);
-        let mut out = Vec::new();
-        loop {
-            let mut got: Vec<Vec<u8>> = Vec::new();
-            let n = r
-                .next(|i, piece| {
-                    got.resize(got.len().max(i + 1), Vec::new());
-                    got[i].extend_from_slice(piece);
-                })
-                .unwrap();
-            match n {
-                Next::Record(rec) => out.push((rec, got)),
-                other => return (out, other),
-            }
-        }
+        all_with(input, limit, input.len().max(1), true)
     }
 
     /// Whether the input ends inside a quoted field, by the quoting rules alone (an independent oracle).

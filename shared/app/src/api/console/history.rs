@@ -1,7 +1,6 @@
 //! Run history kept across a disconnect: the project page's list of retired syncs and one retired sync's
 //! read-only page (its runs), with a button that deletes the history.
 
-use audience_core::model::RunState;
 use maud::{Markup, html};
 use serde_json::Value;
 
@@ -24,18 +23,7 @@ impl Api {
             .as_array()
             .and_then(|l| l.iter().find(|r| r["sync_id"] == s).cloned())
             .ok_or_else(|| ApiError::not_found(format!("no kept history of sync {s}")))?;
-        let filter = ctx
-            .req
-            .query_param("state")
-            .filter(|f| RunState::ALL.iter().any(|st| st.as_str() == *f));
-        let mut query = vec![("limit", "50")];
-        if let Some(f) = filter {
-            query.push(("state", f));
-        }
-        let runs = self
-            .v1(ctx, "GET", p, &["syncs", s, "runs"], &query, None)
-            .await?;
-        let runs = runs["runs"].as_array().cloned().unwrap_or_default();
+        let (runs, filter) = self.runs_of(ctx, p, s).await?;
         let base = format!("/console/projects/{p}/history/{s}");
         Ok(respond(
             200,

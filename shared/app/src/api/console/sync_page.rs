@@ -19,18 +19,7 @@ impl Api {
     ) -> Result<ApiResponse, ApiError> {
         let sync = self.v1(ctx, "GET", p, &["syncs", s], &[], None).await?;
         let integ = self.v1(ctx, "GET", p, &["integration"], &[], None).await?;
-        let filter = ctx
-            .req
-            .query_param("state")
-            .filter(|f| RunState::ALL.iter().any(|st| st.as_str() == *f));
-        let mut query = vec![("limit", "50")];
-        if let Some(f) = filter {
-            query.push(("state", f));
-        }
-        let runs = self
-            .v1(ctx, "GET", p, &["syncs", s, "runs"], &query, None)
-            .await?;
-        let runs = runs["runs"].as_array().cloned().unwrap_or_default();
+        let (runs, filter) = self.runs_of(ctx, p, s).await?;
         let adv = integ["advertisers"].as_array().and_then(|a| {
             a.iter()
                 .find(|a| a["advertiser_id"] == sync["advertiser_id"])
@@ -67,6 +56,27 @@ impl Api {
                 },
             ),
         ))
+    }
+
+    /// The sync's (or a retired sync's) last 50 runs, of the state the page's `?state=` names if valid.
+    pub(super) async fn runs_of<'c>(
+        &self,
+        ctx: &'c Ctx<'_>,
+        p: &str,
+        s: &str,
+    ) -> Result<(Vec<Value>, Option<&'c str>), ApiError> {
+        let filter = ctx
+            .req
+            .query_param("state")
+            .filter(|f| RunState::ALL.iter().any(|st| st.as_str() == *f));
+        let mut query = vec![("limit", "50")];
+        if let Some(f) = filter {
+            query.push(("state", f));
+        }
+        let runs = self
+            .v1(ctx, "GET", p, &["syncs", s, "runs"], &query, None)
+            .await?;
+        Ok((runs["runs"].as_array().cloned().unwrap_or_default(), filter))
     }
 
     pub(crate) async fn preview_page(
