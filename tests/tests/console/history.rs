@@ -1,8 +1,6 @@
 //! Disconnect with "keep the run history": the runs stay readable in the console, the project stays listed,
 //! and the history can be deleted from its page.
 
-use serde_json::json;
-
 use super::http::{Console, csrf_of, first_export_succeeds, group};
 use super::support;
 
@@ -11,14 +9,7 @@ async fn a_disconnect_can_keep_the_run_history_and_the_console_shows_it() {
     let st = support::start(&["--tiktok-rules", support::NO_PROCESSING]).await;
     let p = support::project();
     let cohort = support::cohort();
-    st.connect_with_email(&p).await;
-    let sync = st
-        .create_sync(
-            &p,
-            json!({"cohort_id": cohort, "advertiser_id": st.advertiser(), "cadence": "on_upload"}),
-        )
-        .await;
-    let sid = sync["sync_id"].as_str().expect("sync_id").to_string();
+    let sid = st.connected_on_upload_sync(&p, &cohort).await;
     let e = first_export_succeeds(&st, &p, &sid, &cohort).await;
     let audience = st.sync(&p, &sid).await["tiktok_audience_id"].clone();
 

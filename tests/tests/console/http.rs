@@ -326,14 +326,7 @@ async fn every_page_is_under_the_strict_csp_and_shows_the_apis_data() {
     let st = support::start(&["--tiktok-rules", support::NO_PROCESSING]).await;
     let p = support::project();
     let cohort = support::cohort();
-    st.connect_with_email(&p).await;
-    let sync = st
-        .create_sync(
-            &p,
-            json!({"cohort_id": cohort, "advertiser_id": st.advertiser(), "cadence": "on_upload"}),
-        )
-        .await;
-    let sid = sync["sync_id"].as_str().expect("sync_id").to_string();
+    let sid = st.connected_on_upload_sync(&p, &cohort).await;
     let e = first_export_succeeds(&st, &p, &sid, &cohort).await;
     let api_sync = st.sync(&p, &sid).await;
     assert_eq!(

@@ -84,14 +84,7 @@ async fn disconnect_keeps_the_audience_and_reconnect_starts_clean() {
     let st = support::start(&[]).await;
     let p = support::project();
     let cohort = support::cohort();
-    st.connect_with_email(&p).await;
-    let sync = st
-        .create_sync(
-            &p,
-            json!({"cohort_id": cohort, "advertiser_id": st.advertiser(), "cadence": "on_upload"}),
-        )
-        .await;
-    let sid = sync["sync_id"].as_str().expect("sync_id").to_string();
+    let sid = st.connected_on_upload_sync(&p, &cohort).await;
     let t0 = Utc.with_ymd_and_hms(2026, 11, 24, 10, 0, 0).unwrap();
     let first = amplitude_export(&cohort, t0, &users(0..1_100), Dirt::NONE, false);
     let k1 = st.upload(&first).await;
@@ -265,14 +258,7 @@ async fn too_few_users_waits_for_minimum() {
     let st = support::start(&[]).await;
     let p = support::project();
     let cohort = support::cohort();
-    st.connect_with_email(&p).await;
-    let sync = st
-        .create_sync(
-            &p,
-            json!({"cohort_id": cohort, "advertiser_id": st.advertiser(), "cadence": "on_upload"}),
-        )
-        .await;
-    let sid = sync["sync_id"].as_str().expect("sync_id").to_string();
+    let sid = st.connected_on_upload_sync(&p, &cohort).await;
     let t0 = Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0).unwrap();
     let small = amplitude_export(&cohort, t0, &users(0..300), Dirt::NONE, false);
     let k1 = st.upload(&small).await;

@@ -37,14 +37,7 @@ async fn a_failed_run_is_posted_to_the_local_webhook() {
     let st = support::start(&["--notification-webhook", &url]).await;
     let p = support::project();
     let cohort = support::cohort();
-    st.connect_with_email(&p).await;
-    let sync = st
-        .create_sync(
-            &p,
-            json!({"cohort_id": cohort, "advertiser_id": st.advertiser(), "cadence": "on_upload"}),
-        )
-        .await;
-    let sid = sync["sync_id"].as_str().expect("sync_id").to_string();
+    let sid = st.connected_on_upload_sync(&p, &cohort).await;
     // Rows, but no usable e-mail: the no_usable_identifiers guard fails the run.
     let body = (0..50).fold(String::from("email\n"), |b, i| b + &format!("user{i}\n"));
     let key =

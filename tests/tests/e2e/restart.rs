@@ -48,14 +48,7 @@ async fn restart_keeps_aws_and_tiktok_state() {
         st.c.ready.tiktok_sandbox, sandbox.base_url,
         "the external sandbox is the one reported"
     );
-    st.connect_with_email(&p).await;
-    let sync = st
-        .create_sync(
-            &p,
-            json!({"cohort_id": cohort, "advertiser_id": st.advertiser(), "cadence": "on_upload"}),
-        )
-        .await;
-    let sid = sync["sync_id"].as_str().expect("sync_id").to_string();
+    let sid = st.connected_on_upload_sync(&p, &cohort).await;
     let k1 = st.upload(&first).await;
     assert_eq!(st.run_of(&p, &sid, &k1).await["state"], "succeeded");
     let before = st.c.ready.clone();
@@ -130,14 +123,7 @@ async fn killed_mid_sync_then_restarted_converges() {
     let first = amplitude_export(&cohort, t0, &users(0..1_200), Dirt::NONE, false);
 
     let st = support::start_named(&name, &flags).await;
-    st.connect_with_email(&p).await;
-    let sync = st
-        .create_sync(
-            &p,
-            json!({"cohort_id": cohort, "advertiser_id": st.advertiser(), "cadence": "on_upload"}),
-        )
-        .await;
-    let sid = sync["sync_id"].as_str().expect("sync_id").to_string();
+    let sid = st.connected_on_upload_sync(&p, &cohort).await;
     let k1 = st.upload(&first).await;
     assert_eq!(st.run_of(&p, &sid, &k1).await["state"], "succeeded");
 
@@ -262,14 +248,7 @@ async fn s3_event_of_a_run_killed_mid_flight_is_redelivered() {
     let cohort = support::cohort();
     let t0 = Utc.with_ymd_and_hms(2026, 11, 25, 14, 0, 0).unwrap();
     let st = support::start_named(&name, &flags).await;
-    st.connect_with_email(&p).await;
-    let sync = st
-        .create_sync(
-            &p,
-            json!({"cohort_id": cohort, "advertiser_id": st.advertiser(), "cadence": "on_upload"}),
-        )
-        .await;
-    let sid = sync["sync_id"].as_str().expect("sync_id").to_string();
+    let sid = st.connected_on_upload_sync(&p, &cohort).await;
     let first = amplitude_export(&cohort, t0, &users(0..1_200), Dirt::NONE, false);
     let k1 = st.upload(&first).await;
     assert_eq!(st.run_of(&p, &sid, &k1).await["state"], "succeeded");

@@ -190,6 +190,15 @@ impl Stack {
         self.c.ready.advertiser_ids[0].clone()
     }
 
+    /// A connected project (email mapping) with one `on_upload` sync of `cohort` on the first advertiser;
+    /// returns the sync id.
+    pub async fn connected_on_upload_sync(&self, project: &str, cohort: &str) -> String {
+        self.connect_with_email(project).await;
+        let body = json!({"cohort_id": cohort, "advertiser_id": self.advertiser(), "cadence": "on_upload"});
+        let sync = self.create_sync(project, body).await;
+        sync["sync_id"].as_str().expect("sync_id").to_string()
+    }
+
     /// Creates a sync; returns its JSON (201 expected).
     pub async fn create_sync(&self, project: &str, body: Value) -> Value {
         self.c
