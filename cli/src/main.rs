@@ -10,9 +10,11 @@ use std::process::ExitCode;
 use anyhow::{Context, anyhow};
 use audience_core::cohort::reader::{ReaderLimits, digest_reader_with};
 use audience_core::cohort::{CohortDigests, parse_export_key};
-use audience_core::digests::snapshot::{SnapshotReader, write_snapshot};
+use audience_core::digests::merge::diff_counts;
+use audience_core::digests::snapshot::{SnapshotReader, write_sorted};
+use audience_core::digests::{SortedWriter, Spill};
 use audience_core::report::PreviewReport;
-use audience_core::{KeyKind, Normalizer, diff};
+use audience_core::{KeyKind, Normalizer};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -63,6 +65,10 @@ enum Command {
         /// Threads that read, hash and sort (0: every core; the counts are the same for every value).
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        /// Digests held in memory (MB); beyond it they are sorted in files under the system temp dir
+        /// (`TMPDIR`), as the runner does.
+        #[arg(long, default_value_t = 512)]
+        memory_mb: u64,
     },
 }
 
@@ -102,6 +108,7 @@ fn main() -> ExitCode {
             previous,
             write_snapshot,
             threads,
+            memory_mb,
         } => {
             let n = match normalizer(key, region.as_deref()) {
                 Ok(n) => n,
@@ -109,6 +116,7 @@ fn main() -> ExitCode {
             };
             let limits = ReaderLimits {
                 threads,
+                spill: Spill::from_budget(memory_mb << 20, std::env::temp_dir()),
                 ..ReaderLimits::default()
             };
             preview(
@@ -243,22 +251,23 @@ fn preview(
                 .header()
                 .check_compatible(n.kind())
                 .map_err(|e| anyhow!("snapshot {} cannot be compared: {e}", p.display()))?;
-            let (_, set) = reader
-                .read_all()
-                .map_err(|e| anyhow!("snapshot {}: {e}", p.display()))?;
-            Some(set)
+            let mut w = SortedWriter::new(&input.limits.spill);
+            for d in reader {
+                w.push(d.map_err(|e| anyhow!("snapshot {}: {e}", p.display()))?)?;
+            }
+            Some(w.finish()?)
         }
     };
     let read = read_input(input, gzip_name)?;
     let mut report = PreviewReport::new(&read, name.as_ref(), n.kind(), column);
     if let Some(base) = &base {
-        let d = diff(base.as_slice(), read.set.as_slice());
-        report.adds = Some(d.adds.len() as u64);
-        report.removes = Some(d.removes.len() as u64);
+        let (adds, removes) = diff_counts(base.iter()?, read.set.iter()?)?;
+        report.adds = Some(adds);
+        report.removes = Some(removes);
     }
     if let Some(path) = write_to {
         let f = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-        write_snapshot(BufWriter::new(f), n.kind(), &read.set)
+        write_sorted(BufWriter::new(f), n.kind(), &read.set)
             .map_err(|e| anyhow!("cannot write snapshot {}: {e}", path.display()))?;
     }
     let mut out = io::stdout().lock();

@@ -249,7 +249,7 @@ fn every_corpus_file_reads_the_same_on_every_thread_count() {
         };
         let f = File::open(&c.path).expect("open");
         match digest_reader_with(f, c.gzip_name(), &c.column, &n, &limits) {
-            Ok(r) => format!("{:?} {} {:?}", r.counts(), r.duplicates, r.set),
+            Ok(r) => format!("{:?} {} {:?}", r.counts(), r.duplicates, r.set.to_set()),
             Err(e) => format!("{} {e}", error_kind(&e)),
         }
     };

@@ -65,7 +65,7 @@ fn read(bytes: &[u8], threads: usize, chunk_bytes: usize) -> String {
             r.stats,
             r.counts(),
             r.duplicates,
-            r.set
+            r.set.to_set()
         ),
         Err(e) => format!("error {e:?}"),
     }

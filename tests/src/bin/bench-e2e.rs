@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use audience_aws::{Adapters, Config};
 use audience_core::cohort::reader::{find_column, open_maybe_gzip, scan_cohort};
+use audience_core::digests::merge::diff_counts;
 use audience_core::digests::snapshot::SnapshotReader;
-use audience_core::digests::{DigestSet, diff};
+use audience_core::digests::{Sorted, SortedWriter, Sorter, Spill};
 use audience_core::model::{
     Advertiser, Cadence, KeyMapping, RunLedger, RunState, SyncConfig, SyncState, WriteMode,
 };
@@ -43,6 +44,8 @@ struct Args {
     streaming: u64,
     qps: u32,
     out: Option<String>,
+    /// The run's digest memory budget (MB); beyond it, digests are sorted in files in the work dir.
+    memory_mb: u64,
     /// Only the many-syncs scenario: this many streaming syncs of `users` each, run at once.
     syncs: usize,
 }
@@ -53,12 +56,14 @@ fn args() -> Result<Args> {
     let mut qps = 10u32;
     let mut out = None;
     let mut syncs = 0;
+    let mut memory_mb = 512;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--streaming" => streaming = Some(it.next().context("--streaming N")?.parse()?),
             "--qps" => qps = it.next().context("--qps N")?.parse()?,
             "--out" => out = Some(it.next().context("--out FILE")?),
+            "--memory-mb" => memory_mb = it.next().context("--memory-mb MB")?.parse()?,
             "--syncs" => syncs = it.next().context("--syncs K")?.parse()?,
             n => {
                 users = n
@@ -74,6 +79,7 @@ fn args() -> Result<Args> {
         qps,
         out,
         syncs,
+        memory_mb,
     })
 }
 
@@ -103,10 +109,11 @@ struct Bench {
     timeline: Timeline,
     project: String,
     work: tempfile::TempDir,
+    engine_spill: Spill,
 }
 
 impl Bench {
-    async fn new(qps: u32) -> Result<Bench> {
+    async fn new(qps: u32, memory_mb: u64) -> Result<Bench> {
         let _ = moto_endpoint();
         let env = TestEnv::new().await?;
         let sandbox = SandboxProcess::start(&sandbox_bin()?, qps)?;
@@ -136,6 +143,7 @@ impl Bench {
         })?;
         let timeline = Timeline::default();
         let work = tempfile::tempdir()?;
+        let engine_spill = Spill::from_budget(memory_mb << 20, work.path().to_path_buf());
         let engine = Engine::new(
             Deps {
                 state: adapters.state.clone(),
@@ -154,6 +162,10 @@ impl Bench {
             },
             EngineSettings {
                 work_dir: work.path().to_path_buf(),
+                reader: audience_core::cohort::reader::ReaderLimits {
+                    spill: engine_spill.clone(),
+                    ..Default::default()
+                },
                 ..EngineSettings::default()
             },
         );
@@ -204,6 +216,7 @@ impl Bench {
             timeline,
             project,
             work,
+            engine_spill,
         })
     }
 
@@ -292,17 +305,26 @@ impl Bench {
         d.rows = rows;
         // the reader as the engine runs it: read + normalize + hash into a Vec
         let body = self.adapters.cohorts.open(key).await?.body;
-        let (took, digests) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let spill = self.engine_spill.clone();
+        let (took, sorter) = tokio::task::spawn_blocking(move || -> Result<_> {
             let n = Normalizer::new(KeyKind::Email, None)?;
             let t = Instant::now();
-            let mut all = Vec::new();
-            scan_cohort(open_maybe_gzip(body, false)?, "email", &n, |x| all.push(x))?;
-            Ok((t.elapsed(), all))
+            let mut sorter = Sorter::new(&spill, 1);
+            let mut failed = None;
+            scan_cohort(open_maybe_gzip(body, false)?, "email", &n, |x| {
+                if failed.is_none() {
+                    failed = sorter.push(x).err();
+                }
+            })?;
+            if let Some(e) = failed {
+                return Err(e.into());
+            }
+            Ok((t.elapsed(), sorter))
         })
         .await??;
         d.read_normalize_hash = took;
         let t = Instant::now();
-        let (set, _) = DigestSet::from_unsorted(digests);
+        let (set, _) = tokio::task::spawn_blocking(move || sorter.finish()).await??;
         d.sort_dedupe = t.elapsed();
         d.unique = set.len() as u64;
         // the base: the committed snapshot, as the engine loads it
@@ -310,21 +332,27 @@ impl Bench {
             (Some(p), Some(_)) => {
                 let t = Instant::now();
                 let body = self.adapters.cohorts.open_snapshot(&p.snapshot).await?.body;
-                let set = tokio::task::spawn_blocking(move || -> Result<DigestSet> {
+                let spill = self.engine_spill.clone();
+                let set = tokio::task::spawn_blocking(move || -> Result<Sorted> {
                     let r = SnapshotReader::open(std::io::BufReader::with_capacity(1 << 20, body))?;
-                    Ok(r.read_all()?.1)
+                    let mut w = SortedWriter::new(&spill);
+                    for x in r {
+                        w.push(x?)?;
+                    }
+                    Ok(w.finish()?)
                 })
                 .await??;
                 d.base_load = t.elapsed();
                 set
             }
-            _ => DigestSet::default(),
+            _ => Sorted::empty(),
         };
         let t = Instant::now();
-        let change = diff(base.as_slice(), set.as_slice());
+        let (adds, removes) =
+            tokio::task::spawn_blocking(move || diff_counts(base.iter()?, set.iter()?)).await??;
         d.diff = t.elapsed();
-        d.adds = change.adds.len() as u64;
-        d.removes = change.removes.len() as u64;
+        d.adds = adds;
+        d.removes = removes;
         Ok(d)
     }
 
@@ -434,7 +462,7 @@ fn machine() -> Value {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let a = args()?;
-    let b = Bench::new(a.qps).await?;
+    let b = Bench::new(a.qps, a.memory_mb).await?;
     if a.syncs > 0 {
         return many_syncs(&b, &a).await;
     }

@@ -17,6 +17,8 @@ const GIB: u64 = 1 << 30;
 /// lines) can compress far better than 200x and is harmless.
 pub const RATIO_GRACE_BYTES: u64 = 4 * MIB as u64;
 
+use crate::digests::Spill;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReaderLimits {
     /// A data record with more bytes than this (as in the file: quotes, delimiters and its line break
@@ -38,6 +40,9 @@ pub struct ReaderLimits {
     pub threads: usize,
     /// Bytes per chunk handed to a parsing thread (cut at a record boundary). Each thread holds about two.
     pub chunk_bytes: usize,
+    /// How many digests stay in memory, and the work dir the rest is sorted in (the whole run's lists use
+    /// it too).
+    pub spill: Spill,
 }
 
 impl Default for ReaderLimits {
@@ -49,6 +54,7 @@ impl Default for ReaderLimits {
             max_compression_ratio: 200,
             threads: 0,
             chunk_bytes: MIB,
+            spill: Spill::default(),
         }
     }
 }

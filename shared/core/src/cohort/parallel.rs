@@ -18,7 +18,7 @@ use super::error::ReadError;
 use super::limits::ReaderLimits;
 use super::reader::{BUF, ReadStats, scan_records};
 use super::records::Records;
-use crate::digests::Digest;
+use crate::digests::{Digest, Sorter};
 use crate::identifiers::Normalizer;
 
 struct Chunk {
@@ -42,7 +42,8 @@ pub(crate) fn digest_records<R: Read>(
     normalizer: &Normalizer,
     limits: &ReaderLimits,
     threads: usize,
-) -> Result<(Vec<Digest>, ReadStats), ReadError> {
+    sink: &mut Sorter,
+) -> Result<ReadStats, ReadError> {
     let chunk = limits.chunk_bytes.max(1);
     let splitter = Splitter {
         input,
@@ -70,7 +71,7 @@ pub(crate) fn digest_records<R: Read>(
             max_in_flight: threads * 2,
             next_index: 0,
             stats: ReadStats::default(),
-            digests: Vec::new(),
+            sink,
             free: Vec::new(),
         };
         // Dropping the coordinator closes the work channel: the workers end, the scope joins them.
@@ -110,25 +111,25 @@ fn worker(
     }
 }
 
-struct Coordinator {
+struct Coordinator<'s> {
     work_tx: SyncSender<Chunk>,
     done_rx: Receiver<Parsed>,
     in_flight: usize,
     max_in_flight: usize,
     next_index: usize,
     stats: ReadStats,
-    digests: Vec<Digest>,
+    sink: &'s mut Sorter,
     free: Vec<Vec<u8>>,
 }
 
-impl Coordinator {
+impl Coordinator<'_> {
     fn run<R: Read>(
         &mut self,
         mut splitter: Splitter<R>,
         col: usize,
         normalizer: &Normalizer,
         limit: usize,
-    ) -> Result<(Vec<Digest>, ReadStats), ReadError> {
+    ) -> Result<ReadStats, ReadError> {
         let mut waiting: BTreeMap<usize, Parsed> = BTreeMap::new();
         let mut expect = 0;
         let mut splitting = true;
@@ -149,7 +150,7 @@ impl Coordinator {
                 expect += 1;
                 if p.clean {
                     self.stats.add(&p.stats);
-                    self.digests.extend_from_slice(&p.digests);
+                    self.sink.extend(&p.digests)?;
                     self.free.push(p.bytes);
                     continue;
                 }
@@ -200,21 +201,27 @@ impl Coordinator {
         col: usize,
         normalizer: &Normalizer,
         limit: usize,
-    ) -> Result<(Vec<Digest>, ReadStats), ReadError> {
+    ) -> Result<ReadStats, ReadError> {
         let rest = Cursor::new(prefix)
             .chain(Cursor::new(splitter.pending))
             .chain(splitter.input);
         let mut records = Records::new(BufReader::with_capacity(BUF, rest), limit);
-        let mut all = std::mem::take(&mut self.digests);
         let mut stats = std::mem::take(&mut self.stats);
-        if !scan_records(&mut records, col, normalizer, &mut stats, &mut |d| {
-            all.push(d)
-        })? {
+        let mut failed = None;
+        let clean = scan_records(&mut records, col, normalizer, &mut stats, &mut |d| {
+            if failed.is_none() {
+                failed = self.sink.push(d).err();
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(ReadError::Io(e));
+        }
+        if !clean {
             return Err(ReadError::UnclosedQuote {
                 row: stats.rows + 1,
             });
         }
-        Ok((all, stats))
+        Ok(stats)
     }
 }
 

@@ -12,7 +12,7 @@ pub use super::error::ReadError;
 use super::limits::{Bounded, Counted};
 pub use super::limits::{ReaderLimits, SizeLimit};
 use super::records::{Next, Records};
-use crate::digests::{Digest, DigestSet};
+use crate::digests::{Digest, Sorted, Sorter};
 use crate::identifiers::{Normalizer, SkipReason, is_blank};
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
@@ -74,7 +74,8 @@ impl ReadStats {
 /// The outcome of reading a whole cohort file.
 #[derive(Clone, Debug)]
 pub struct CohortDigests {
-    pub set: DigestSet,
+    /// In memory, or on disk beyond `ReaderLimits::spill`.
+    pub set: Sorted,
     pub stats: ReadStats,
     /// `valid - unique`: identical digests sent once.
     pub duplicates: u64,
@@ -318,15 +319,30 @@ pub fn digest_cohort_with<R: Read>(
     limits: &ReaderLimits,
 ) -> Result<CohortDigests, ReadError> {
     let threads = limits.resolved_threads();
-    let (all, stats) = if threads > 1 {
+    let mut sorter = Sorter::new(&limits.spill, threads);
+    let stats = if threads > 1 {
         let (records, col) = open_records(input, column, limits)?;
-        super::parallel::digest_records(records.into_inner(), col, normalizer, limits, threads)?
+        super::parallel::digest_records(
+            records.into_inner(),
+            col,
+            normalizer,
+            limits,
+            threads,
+            &mut sorter,
+        )?
     } else {
-        let mut all = Vec::new();
-        let stats = scan_cohort_with(input, column, normalizer, limits, |d| all.push(d))?;
-        (all, stats)
+        let mut failed = None;
+        let stats = scan_cohort_with(input, column, normalizer, limits, |d| {
+            if failed.is_none() {
+                failed = sorter.push(d).err();
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(ReadError::Io(e));
+        }
+        stats
     };
-    let (set, duplicates) = DigestSet::from_unsorted_par(all, threads);
+    let (set, duplicates) = sorter.finish().map_err(ReadError::Io)?;
     Ok(CohortDigests {
         set,
         stats,

@@ -1,7 +1,13 @@
 //! Digests: the 32-byte SHA-256 values that are all we ever keep of an identifier, their deduplicated
 //! sorted set, the diff between two sets and the snapshot format that records what an audience holds.
 
+pub mod merge;
 pub mod snapshot;
+pub mod sorted;
+pub mod sorter;
+
+pub use sorted::{DigestIter, Sorted, SortedWriter, Spill};
+pub use sorter::Sorter;
 
 use std::fmt;
 

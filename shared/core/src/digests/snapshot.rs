@@ -15,7 +15,7 @@
 
 use std::io::{self, Read, Write};
 
-use super::{Digest, DigestSet};
+use super::{Digest, DigestSet, Sorted};
 use crate::identifiers::{KeyKind, RULE_VERSION};
 
 pub const MAGIC: &[u8; 6] = b"AUDSNP";
@@ -159,6 +159,15 @@ pub fn write_snapshot<W: Write>(
     let mut sw = SnapshotWriter::new(w, key_kind, set.len() as u64)?;
     for d in set.as_slice() {
         sw.push(d)?;
+    }
+    sw.finish()
+}
+
+/// Writes a list that may be on disk, streamed.
+pub fn write_sorted<W: Write>(w: W, key_kind: KeyKind, list: &Sorted) -> Result<W, SnapshotError> {
+    let mut sw = SnapshotWriter::new(w, key_kind, list.len() as u64)?;
+    for d in list.iter()? {
+        sw.push(&d?)?;
     }
     sw.finish()
 }

@@ -9,7 +9,6 @@ use super::plan::Plan;
 use super::prepare::{Ctx, Ready};
 use super::settle::{Stop, Tally};
 use super::{Engine, EngineError};
-use crate::digests::Digest;
 use crate::model::WriteMode;
 
 /// The ranges of one sorted change list that TikTok acknowledged, or that got no answer.
@@ -26,14 +25,6 @@ impl Sent {
 
     pub fn unknown_count(&self) -> u64 {
         self.unknown.iter().map(|r| r.len() as u64).sum()
-    }
-
-    /// The digests of `ranges`, in order (ranges are increasing, so the result is sorted).
-    pub fn pick(list: &[Digest], ranges: &[Range<usize>]) -> Vec<Digest> {
-        ranges
-            .iter()
-            .flat_map(|r| list[r.clone()].iter().copied())
-            .collect()
     }
 }
 

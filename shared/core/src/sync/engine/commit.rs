@@ -4,13 +4,14 @@
 
 use tracing::{info, warn};
 
-use super::apply::{Applied, Sent};
+use super::apply::Applied;
 use super::lease::{Next, RunDone};
 use super::plan::Plan;
 use super::prepare::Ctx;
 use super::settle::Settled;
 use super::{Engine, EngineError, Outcome};
-use crate::digests::DigestSet;
+use crate::digests::DigestIter;
+use crate::digests::merge;
 use crate::digests::snapshot::SnapshotWriter;
 use crate::identifiers::{KeyKind, RULE_VERSION};
 use crate::model::{Cadence, KeyMapping, RunState, SnapshotPointer, SnapshotRef, UncertainSet};
@@ -178,27 +179,49 @@ impl Engine {
             mapping,
         } = work;
         let mut new_objects: Vec<SnapshotRef> = Vec::new();
-        let acked_adds = Sent::pick(&plan.adds, &applied.adds.acked);
-        let acked_removes = Sent::pick(&plan.removes, &applied.removes.acked);
-        let base = plan.base.apply(&acked_adds, &acked_removes);
-        let unknown = DigestSet::from_sorted_unique(Sent::pick(&plan.adds, &applied.adds.unknown))
-            .unwrap_or_default()
-            .apply(&Sent::pick(&plan.removes, &applied.removes.unknown), &[]);
-        let confirmed = DigestSet::from_sorted_unique(acked_adds)
-            .unwrap_or_default()
-            .apply(&acked_removes, &[]);
-        let uncertain = plan
-            .uncertain
-            .apply(&[], confirmed.as_slice())
-            .apply(unknown.as_slice(), &[]);
-        ctx.ledger.uncertain_left = uncertain.len() as u64;
+        // Streamed: base + acked adds - acked removes, and (uncertain + unanswered) - acknowledged.
+        let (adds, removes) = (plan.adds.clone(), plan.removes.clone());
+        let (acked_a, acked_r) = (applied.adds.acked.clone(), applied.removes.acked.clone());
+        let base_src = plan.base.clone();
+        let new_base = {
+            let (adds, removes, acked_a, acked_r) = (
+                adds.clone(),
+                removes.clone(),
+                acked_a.clone(),
+                acked_r.clone(),
+            );
+            move || {
+                merge::apply(
+                    base_src.iter()?,
+                    adds.iter_ranges(&acked_a)?,
+                    removes.iter_ranges(&acked_r)?,
+                )
+            }
+        };
+        let (unknown_a, unknown_r) = (
+            applied.adds.unknown.clone(),
+            applied.removes.unknown.clone(),
+        );
+        let uncertain_src = plan.uncertain.clone();
+        let new_uncertain = move || {
+            merge::apply(
+                uncertain_src.iter()?,
+                merge::union(
+                    adds.iter_ranges(&unknown_a)?,
+                    removes.iter_ranges(&unknown_r)?,
+                )?,
+                merge::union(adds.iter_ranges(&acked_a)?, removes.iter_ranges(&acked_r)?)?,
+            )
+        };
+        let left = count_set(new_uncertain.clone()).await?;
+        ctx.ledger.uncertain_left = left;
         let name = format!("{}-{}", ctx.ledger.run_id, ctx.tenure.fence.fence);
-        let snapshot = self.put_set(ctx, &base, mapping, &name).await?;
+        let (snapshot, digests) = self.put_set(ctx, new_base, mapping, &name).await?;
         new_objects.push(snapshot.clone());
         let pointer = SnapshotPointer {
             snapshot,
             export: plan.export.clone(),
-            digests: base.len() as u64,
+            digests,
             key_kind: mapping.tiktok_key,
             rule_version: RULE_VERSION as u32,
             committed_at: self.now(),
@@ -226,15 +249,15 @@ impl Engine {
                 return Ok(None);
             }
         }
-        ctx.sync.progress.uncertain = if uncertain.is_empty() {
+        ctx.sync.progress.uncertain = if left == 0 {
             None
         } else {
             let name = format!("uncertain-{}-{}", ctx.ledger.run_id, ctx.tenure.fence.fence);
-            let r = self.put_set(ctx, &uncertain, mapping, &name).await?;
+            let (r, digests) = self.put_set(ctx, new_uncertain, mapping, &name).await?;
             new_objects.push(r.clone());
             Some(UncertainSet {
                 snapshot: r,
-                digests: uncertain.len() as u64,
+                digests,
             })
         };
         Ok(Some(new_objects))
@@ -363,15 +386,15 @@ impl Engine {
     pub(super) async fn write_uncertain(
         &self,
         ctx: &mut Ctx<'_>,
-        set: &DigestSet,
+        set: impl Fn() -> std::io::Result<DigestIter> + Send + 'static,
         mapping: &KeyMapping,
         label: &str,
     ) -> Result<Written, EngineError> {
         let name = format!("{label}-{}-{}", ctx.ledger.run_id, ctx.tenure.fence.fence);
-        let r = self.put_set(ctx, set, mapping, &name).await?;
+        let (r, digests) = self.put_set(ctx, set, mapping, &name).await?;
         let previous = ctx.sync.progress.uncertain.replace(UncertainSet {
             snapshot: r.clone(),
-            digests: set.len() as u64,
+            digests,
         });
         let saved = self
             .deps
@@ -393,46 +416,57 @@ impl Engine {
         Ok(Written { saved })
     }
 
-    /// Writes a digest set as a snapshot object of the sync (streamed from a temp file).
+    /// Writes a sorted stream as a snapshot object of the sync (through a temp file); its ref and count.
     async fn put_set(
         &self,
         ctx: &Ctx<'_>,
-        set: &DigestSet,
+        set: impl Fn() -> std::io::Result<DigestIter> + Send + 'static,
         mapping: &KeyMapping,
         name: &str,
-    ) -> Result<SnapshotRef, EngineError> {
+    ) -> Result<(SnapshotRef, u64), EngineError> {
         let dir = tempfile::Builder::new()
             .prefix("snapshot-")
             .tempdir_in(&self.settings.work_dir)
             .map_err(|e| EngineError::Internal(format!("work dir: {e}")))?;
         let path = dir.path().join("snapshot.bin");
-        write_set(path.clone(), set.clone(), mapping.tiktok_key).await?;
-        Ok(self
+        let count = write_set(path.clone(), set, mapping.tiktok_key).await?;
+        let r = self
             .deps
             .cohorts
             .put_snapshot(&ctx.sync.project_id, &ctx.sync.sync_id, name, &path)
-            .await?)
+            .await?;
+        Ok((r, count))
     }
 }
 
+/// How many digests a stream yields (read on a blocking thread).
+async fn count_set(
+    set: impl Fn() -> std::io::Result<DigestIter> + Send + 'static,
+) -> Result<u64, EngineError> {
+    tokio::task::spawn_blocking(move || merge::count(set()?))
+        .await
+        .map_err(|e| EngineError::Internal(format!("count task: {e}")))?
+        .map_err(|e| EngineError::Internal(format!("digest list: {e}")))
+}
+
+/// The snapshot header needs the count first: the stream is read twice (it is a merge of files or
+/// memory, never held whole).
 async fn write_set(
     path: std::path::PathBuf,
-    set: DigestSet,
+    set: impl Fn() -> std::io::Result<DigestIter> + Send + 'static,
     key: KeyKind,
-) -> Result<(), EngineError> {
-    tokio::task::spawn_blocking(move || -> Result<(), String> {
+) -> Result<u64, EngineError> {
+    tokio::task::spawn_blocking(move || -> Result<u64, String> {
+        let count = merge::count(set().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
         let f = std::fs::File::create(&path).map_err(|e| e.to_string())?;
-        let mut w = SnapshotWriter::new(
-            std::io::BufWriter::with_capacity(1 << 20, f),
-            key,
-            set.len() as u64,
-        )
-        .map_err(|e| e.to_string())?;
-        for d in set.as_slice() {
-            w.push(d).map_err(|e| e.to_string())?;
+        let mut w = SnapshotWriter::new(std::io::BufWriter::with_capacity(1 << 20, f), key, count)
+            .map_err(|e| e.to_string())?;
+        for d in set().map_err(|e| e.to_string())? {
+            w.push(&d.map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
         }
         w.finish().map_err(|e| e.to_string())?;
-        Ok(())
+        Ok(count)
     })
     .await
     .map_err(|e| EngineError::Internal(format!("snapshot writer task: {e}")))?

@@ -11,7 +11,7 @@ use super::plan::Plan;
 use super::prepare::{Ctx, Ready};
 use super::settle::Stop;
 use super::{Engine, EngineError};
-use crate::digests::Digest;
+use crate::digests::Sorted;
 use crate::model::{EditKind, LastEdit};
 use crate::ports::BudgetOutcome;
 use crate::sync::api::{ApiErrorKind, FileAction};
@@ -362,7 +362,7 @@ impl Engine {
         ctx: &mut Ctx<'_>,
         token: &mut Token,
         ready: &Ready,
-        list: &[Digest],
+        list: &Sorted,
         call: &CallBatch,
         is_add: bool,
     ) -> Result<Vec<String>, Stop> {
@@ -383,9 +383,9 @@ impl Engine {
                 if is_add { "add" } else { "remove" },
                 ctx.ledger.run_id
             );
-            let (digests, d) = (list[r.clone()].to_vec(), dir.path().to_path_buf());
+            let (list, r, d) = (list.clone(), r.clone(), dir.path().to_path_buf());
             let file = tokio::task::spawn_blocking(move || {
-                batches::write_digest_file(&d, &name, &digests)
+                batches::write_digest_file(&d, &name, &list.range(r)?)
             })
             .await
             .map_err(|e| Stop::Failed {

@@ -8,8 +8,9 @@ use super::prepare::{Ctx, Ready};
 use super::settle::{SettleRules, settle};
 use super::{Engine, EngineError};
 use crate::cohort::reader::{CohortDigests, digest_reader_with};
+use crate::digests::merge::{self, ChangeLists};
 use crate::digests::snapshot::SnapshotReader;
-use crate::digests::{Digest, DigestSet, diff};
+use crate::digests::{Sorted, SortedWriter};
 use crate::identifiers::Normalizer;
 use crate::model::{ExportRef, KeyMapping, RunState, SnapshotRef, SyncConfig};
 use crate::ports::PortError;
@@ -22,17 +23,17 @@ type Refusal = (RunState, String, bool);
 /// cohort's direction (APPEND/add if in the cohort, REMOVE/delete if not; both idempotent on TikTok).
 pub(super) struct Plan {
     pub export: ExportRef,
-    pub base: DigestSet,
-    pub uncertain: DigestSet,
-    pub adds: Vec<Digest>,
-    pub removes: Vec<Digest>,
+    pub base: Sorted,
+    pub uncertain: Sorted,
+    pub adds: Sorted,
+    pub removes: Sorted,
     pub note: Option<String>,
 }
 
 /// What the audience holds as far as the sync knows.
 pub(super) struct Known {
-    pub base: DigestSet,
-    pub uncertain: DigestSet,
+    pub base: Sorted,
+    pub uncertain: Sorted,
     /// Why the base was discarded, if it was.
     pub note: Option<String>,
     pub audience: bool,
@@ -40,31 +41,12 @@ pub(super) struct Known {
 
 /// A plan's changes and the guards' verdict on them.
 pub(super) struct Assessment {
-    pub adds: Vec<Digest>,
-    pub removes: Vec<Digest>,
+    pub adds: Sorted,
+    pub removes: Sorted,
     pub verdict: Verdict,
     /// The removal guard's measure: committed users not in the cohort (uncertain re-sends excluded).
     pub cohort_removes: u64,
     pub guards: GuardSettings,
-}
-
-/// The changes from `base` to `cohort`, with the uncertain digests re-sent. Pure; sorted outputs.
-pub fn changes(
-    base: &DigestSet,
-    uncertain: &DigestSet,
-    cohort: &DigestSet,
-) -> (Vec<Digest>, Vec<Digest>) {
-    let d = diff(base.as_slice(), cohort.as_slice());
-    // u.adds: uncertain and not in the cohort (remove); the rest of the uncertain ones are in it (add).
-    let u = diff(cohort.as_slice(), uncertain.as_slice());
-    let in_cohort = uncertain.apply(&[], &u.adds);
-    let adds = DigestSet::from_sorted_unique(d.adds)
-        .map(|s| s.apply(in_cohort.as_slice(), &[]).into_vec())
-        .unwrap_or_default();
-    let removes = DigestSet::from_sorted_unique(d.removes)
-        .map(|s| s.apply(&u.adds, &[]).into_vec())
-        .unwrap_or_default();
-    (adds, removes)
 }
 
 impl Engine {
@@ -93,12 +75,14 @@ impl Engine {
         let intent = if plan.adds.is_empty() && plan.removes.is_empty() {
             None
         } else {
-            let all = plan
-                .uncertain
-                .apply(&plan.adds, &[])
-                .apply(&plan.removes, &[]);
+            let (u, a, r) = (
+                plan.uncertain.clone(),
+                plan.adds.clone(),
+                plan.removes.clone(),
+            );
+            let all = move || merge::union(merge::union(u.iter()?, a.iter()?)?, r.iter()?);
             Some(
-                self.write_uncertain(&mut ctx, &all, &ready.mapping, "intent")
+                self.write_uncertain(&mut ctx, all, &ready.mapping, "intent")
                     .await?,
             )
         };
@@ -160,7 +144,7 @@ impl Engine {
             removes,
             verdict,
             ..
-        } = self.assess(&ctx.sync, &read, &known);
+        } = self.assess(&ctx.sync, &read, &known).await?;
         let Known {
             base,
             uncertain,
@@ -198,13 +182,13 @@ impl Engine {
         let (base, note) = if audience {
             self.load_base(sync, mapping).await?
         } else {
-            (DigestSet::default(), None)
+            (Sorted::empty(), None)
         };
         // Without an audience (and no create that may have happened) nothing is on TikTok's side.
         let maybe_audience = audience || sync.progress.audience_create_intent.is_some();
         let uncertain = match (&sync.progress.uncertain, maybe_audience) {
             (Some(u), true) => self.load_set(&u.snapshot, mapping).await?,
-            _ => DigestSet::default(),
+            _ => Sorted::empty(),
         };
         Ok(Known {
             base,
@@ -216,17 +200,26 @@ impl Engine {
 
     /// The changes a run would send and the guards' verdict under the sync's settings: one function for
     /// runs and previews, so a preview cannot disagree with the run.
-    pub(super) fn assess(
+    pub(super) async fn assess(
         &self,
         sync: &SyncConfig,
         read: &CohortDigests,
         known: &Known,
-    ) -> Assessment {
-        // The removal guard judges the cohort's own change, not re-sent uncertain digests.
-        let cohort_removes = diff(known.base.as_slice(), read.set.as_slice())
-            .removes
-            .len() as u64;
-        let (adds, removes) = changes(&known.base, &known.uncertain, &read.set);
+    ) -> Result<Assessment, EngineError> {
+        let (base, uncertain, cohort) = (
+            known.base.clone(),
+            known.uncertain.clone(),
+            read.set.clone(),
+        );
+        let spill = self.settings.reader.spill.clone();
+        let ChangeLists {
+            adds,
+            removes,
+            cohort_removes,
+        } = tokio::task::spawn_blocking(move || merge::changes(&base, &uncertain, &cohort, &spill))
+            .await
+            .map_err(|e| EngineError::Internal(format!("diff task: {e}")))?
+            .map_err(|e| EngineError::Internal(format!("diff: {e}")))?;
         let settings = GuardSettings {
             max_malformed_ratio: self.settings.max_malformed_ratio,
             max_removal_ratio: sync.max_removal_ratio,
@@ -243,13 +236,13 @@ impl Engine {
             },
             &settings,
         );
-        Assessment {
+        Ok(Assessment {
             adds,
             removes,
             verdict,
             cohort_removes,
             guards: settings,
-        }
+        })
     }
 
     /// Streams the object through the pipeline on a blocking thread (gzip by name or by magic bytes).
@@ -286,14 +279,14 @@ impl Engine {
         &self,
         sync: &SyncConfig,
         mapping: &KeyMapping,
-    ) -> Result<(DigestSet, Option<String>), EngineError> {
+    ) -> Result<(Sorted, Option<String>), EngineError> {
         let Some(pointer) = &sync.committed else {
-            return Ok((DigestSet::default(), None));
+            return Ok((Sorted::empty(), None));
         };
         match self.read_set(&pointer.snapshot, mapping).await? {
             Ok(set) => Ok((set, None)),
             Err(e) if e.is_incompatible() => Ok((
-                DigestSet::default(),
+                Sorted::empty(),
                 Some(format!(
                     "the previous snapshot was discarded ({e}); the whole cohort was re-sent"
                 )),
@@ -306,16 +299,12 @@ impl Engine {
 
     /// An uncertain set; an unreadable one is treated as empty (logged): its digests are then only
     /// corrected by the diff, as before uncertain sets existed.
-    async fn load_set(
-        &self,
-        r: &SnapshotRef,
-        mapping: &KeyMapping,
-    ) -> Result<DigestSet, EngineError> {
+    async fn load_set(&self, r: &SnapshotRef, mapping: &KeyMapping) -> Result<Sorted, EngineError> {
         match self.read_set(r, mapping).await? {
             Ok(s) => Ok(s),
             Err(e) => {
                 warn!(error = %e, key = %r.key, "uncertain set unreadable; ignored");
-                Ok(DigestSet::default())
+                Ok(Sorted::empty())
             }
         }
     }
@@ -324,43 +313,21 @@ impl Engine {
         &self,
         r: &SnapshotRef,
         mapping: &KeyMapping,
-    ) -> Result<Result<DigestSet, crate::digests::snapshot::SnapshotError>, EngineError> {
+    ) -> Result<Result<Sorted, crate::digests::snapshot::SnapshotError>, EngineError> {
         let object = self.deps.cohorts.open_snapshot(r).await?;
         let key = mapping.tiktok_key;
+        let spill = self.settings.reader.spill.clone();
+        // Streamed from S3 into a list that spills like the cohort's: a large base is never whole in memory.
         tokio::task::spawn_blocking(move || {
             let r = SnapshotReader::open(std::io::BufReader::with_capacity(1 << 20, object.body))?;
             r.header().check_compatible(key)?;
-            r.read_all().map(|(_, s)| s)
+            let mut w = SortedWriter::new(&spill);
+            for d in r {
+                w.push(d?)?;
+            }
+            Ok(w.finish()?)
         })
         .await
         .map_err(|e| EngineError::Internal(format!("snapshot task: {e}")))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn set(v: &[u8]) -> DigestSet {
-        DigestSet::from_unsorted(v.iter().map(|b| Digest([*b; 32])).collect()).0
-    }
-
-    fn ids(v: &[Digest]) -> Vec<u8> {
-        v.iter().map(|d| d.0[0]).collect()
-    }
-
-    #[test]
-    fn uncertain_digests_go_the_cohorts_way() {
-        // base {1,2,3}; cohort {2,3,4}; uncertain {3,5,6,4}: 5 and 6 left the cohort (remove), 3 and 4 are
-        // in it (add again).
-        let (adds, removes) = changes(&set(&[1, 2, 3]), &set(&[3, 4, 5, 6]), &set(&[2, 3, 4]));
-        assert_eq!(ids(&adds), vec![3, 4]);
-        assert_eq!(ids(&removes), vec![1, 5, 6]);
-    }
-
-    #[test]
-    fn without_uncertain_it_is_the_diff() {
-        let (adds, removes) = changes(&set(&[1, 2]), &DigestSet::default(), &set(&[2, 3]));
-        assert_eq!((ids(&adds), ids(&removes)), (vec![3], vec![1]));
     }
 }

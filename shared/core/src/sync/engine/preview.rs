@@ -93,7 +93,7 @@ impl Engine {
             return Ok(Err(("not_found", format!("no sync {sync_id}"))));
         };
         let known = self.known(&sync, m).await?;
-        let a = self.assess(&sync, read, &known);
+        let a = self.assess(&sync, read, &known).await?;
         let committed = sync.committed.as_ref();
         let basis = PreviewBasis {
             sync_id: sync.sync_id.clone(),

@@ -5,6 +5,7 @@
 use super::apply::{Applied, Token};
 use super::plan::Plan;
 use super::prepare::{Ctx, Ready};
+use super::settle::Stop;
 use super::{Engine, EngineError};
 use crate::sync::api::{ApiErrorKind, MappingAction};
 use crate::sync::batches::{self, CallBatch};
@@ -105,7 +106,16 @@ impl Engine {
             .tiktok_audience_id
             .clone()
             .unwrap_or_default();
-        let chunk = list[call.range.clone()].to_vec();
+        let chunk = match list.range(call.range.clone()) {
+            Ok(c) => c,
+            Err(e) => {
+                out.stop(Stop::Failed {
+                    reason: format!("cannot read the planned changes: {e}"),
+                    retry: true,
+                });
+                return false;
+            }
+        };
         let r = self
             .call(ctx, token, |t| {
                 let (api, adv, aid, chunk) = (api.clone(), adv.clone(), aid.clone(), chunk.clone());

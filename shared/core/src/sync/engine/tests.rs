@@ -253,6 +253,11 @@ async fn world(mode: WriteMode) -> (T, SyncConfig) {
 }
 
 async fn world_with(mode: WriteMode, instant: bool) -> (T, SyncConfig) {
+    world_in(mode, instant, None).await
+}
+
+/// `list_max`: the most digests a list keeps in memory (`Some(2)`: nearly every list of the run is a file).
+async fn world_in(mode: WriteMode, instant: bool, list_max: Option<usize>) -> (T, SyncConfig) {
     let clock = Arc::new(TestClock(Mutex::new(Utc::now())));
     let state = Arc::new(MemoryStateStore::new());
     let vault = Arc::new(MemoryVault::new());
@@ -323,6 +328,17 @@ async fn world_with(mode: WriteMode, instant: bool) -> (T, SyncConfig) {
         EngineSettings {
             work_dir: dir.path().to_path_buf(),
             heartbeat: None,
+            reader: crate::cohort::reader::ReaderLimits {
+                spill: match list_max {
+                    Some(n) => crate::digests::Spill {
+                        dir: dir.path().join("spill"),
+                        sort_buffer: n * 3,
+                        list_max: n,
+                    },
+                    None => crate::digests::Spill::default(),
+                },
+                ..Default::default()
+            },
             ..EngineSettings::default()
         },
     );
@@ -402,7 +418,11 @@ fn want(users: std::ops::Range<u32>) -> BTreeSet<Digest> {
 
 #[tokio::test]
 async fn customer_file_converges_one_edit_per_window() {
-    let (t, _) = world(WriteMode::CustomerFile).await;
+    customer_file_converges_one_edit_per_window_in(None).await;
+}
+
+async fn customer_file_converges_one_edit_per_window_in(list_max: Option<usize>) {
+    let (t, _) = world_in(WriteMode::CustomerFile, false, list_max).await;
     let k1 = t.upload(1, 0..100);
     let out = t.upload_event(&k1).await;
     assert!(
@@ -445,7 +465,11 @@ async fn customer_file_converges_one_edit_per_window() {
 
 #[tokio::test]
 async fn streaming_converges() {
-    let (t, _) = world(WriteMode::Streaming).await;
+    streaming_converges_in(None).await;
+}
+
+async fn streaming_converges_in(list_max: Option<usize>) {
+    let (t, _) = world_in(WriteMode::Streaming, false, list_max).await;
     let k1 = t.upload(1, 0..100);
     t.upload_event(&k1).await;
     assert_eq!(t.members().await, want(0..100));
@@ -478,8 +502,12 @@ async fn streaming_converges() {
 
 #[tokio::test]
 async fn lost_answers_are_resent_in_the_cohorts_direction() {
+    lost_answers_are_resent_in_the_cohorts_direction_in(None).await;
+}
+
+async fn lost_answers_are_resent_in_the_cohorts_direction_in(list_max: Option<usize>) {
     for mode in [WriteMode::CustomerFile, WriteMode::Streaming] {
-        let (t, _) = world(mode).await;
+        let (t, _) = world_in(mode, false, list_max).await;
         t.upload_event(&t.upload(1, 0..100)).await;
         t.advance(WINDOW + 1);
         t.tiktok
@@ -508,8 +536,12 @@ async fn lost_answers_are_resent_in_the_cohorts_direction() {
 
 #[tokio::test]
 async fn a_run_killed_mid_apply_is_finished_by_the_sweeper() {
+    a_run_killed_mid_apply_is_finished_by_the_sweeper_in(None).await;
+}
+
+async fn a_run_killed_mid_apply_is_finished_by_the_sweeper_in(list_max: Option<usize>) {
     for mode in [WriteMode::CustomerFile, WriteMode::Streaming] {
-        let (t, _) = world(mode).await;
+        let (t, _) = world_in(mode, false, list_max).await;
         t.upload_event(&t.upload(1, 0..100)).await;
         t.advance(WINDOW + 1);
         t.tiktok
@@ -554,3 +586,13 @@ async fn a_processed_audience_takes_the_next_edit_in_the_same_run() {
 mod notify;
 mod preview;
 mod unmatched;
+
+/// The same histories with nearly every digest list of the run in a file (cohort runs merged, base and
+/// uncertain sets streamed from their snapshots, changes and commits merged on disk).
+#[tokio::test]
+async fn the_runs_converge_the_same_with_every_list_on_disk() {
+    customer_file_converges_one_edit_per_window_in(Some(2)).await;
+    streaming_converges_in(Some(2)).await;
+    lost_answers_are_resent_in_the_cohorts_direction_in(Some(2)).await;
+    a_run_killed_mid_apply_is_finished_by_the_sweeper_in(Some(2)).await;
+}
