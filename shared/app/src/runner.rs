@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use audience_aws::notify::WebhookNotifier;
 use audience_aws::{Adapters, AwsClients, Config};
+use audience_core::digests::Spill;
 use audience_core::sync::engine::{EngineError, Outcome};
 use audience_core::sync::{Deps, Engine, EngineSettings, RunnerInput};
 use audience_tiktok::{AudienceAdapter, ClientConfig, TikTokClient};
@@ -37,7 +38,22 @@ pub fn tiktok_client(config: &Config, adapters: &Adapters) -> Result<TikTokClien
 pub async fn engine_from_env() -> Result<Engine, SetupError> {
     let config = Config::from_env()?;
     let clients = AwsClients::load().await;
-    engine_from(&config, &clients, EngineSettings::default())
+    let lookup = |k: &str| std::env::var(k).ok();
+    engine_from(&config, &clients, settings_from(&lookup))
+}
+
+/// The engine's settings for this function: the digest memory budget is `DIGEST_MEMORY_MB`, else half of
+/// the function's memory (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`; the other half is the runtime, the reader's
+/// chunks and the HTTP clients), else 512 MB. Digests beyond it are sorted in files under /tmp.
+pub fn settings_from(lookup: &dyn Fn(&str) -> Option<String>) -> EngineSettings {
+    let mb = |k: &str| lookup(k).and_then(|v| v.trim().parse::<u64>().ok());
+    let budget_mb = mb("DIGEST_MEMORY_MB")
+        .or_else(|| mb("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").map(|m| m / 2))
+        .unwrap_or(512)
+        .max(16);
+    let mut settings = EngineSettings::default();
+    settings.reader.spill = Spill::from_budget(budget_mb << 20, settings.work_dir.clone());
+    settings
 }
 
 pub fn engine_from(
@@ -106,4 +122,40 @@ pub async fn handle(
         .map(|d| engine.now() + d);
     let outcomes = engine.handle(input, deadline).await?;
     Ok(json!({ "outcomes": outcomes }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(vars: &[(&str, &str)]) -> usize {
+        let map: std::collections::HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        settings_from(&|k| map.get(k).cloned())
+            .reader
+            .spill
+            .list_max
+    }
+
+    #[test]
+    fn the_digest_budget_follows_the_function_memory_unless_set() {
+        let per_mb = |mb: usize| (mb << 20) / 32 / 6;
+        assert_eq!(budget(&[]), per_mb(512));
+        assert_eq!(
+            budget(&[("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "3008")]),
+            per_mb(1504)
+        );
+        assert_eq!(
+            budget(&[
+                ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "3008"),
+                ("DIGEST_MEMORY_MB", "100")
+            ]),
+            per_mb(100)
+        );
+        // Unparsable values fall through; a tiny one is raised to 16 MB.
+        assert_eq!(budget(&[("DIGEST_MEMORY_MB", "lots")]), per_mb(512));
+        assert_eq!(budget(&[("DIGEST_MEMORY_MB", "1")]), per_mb(16));
+    }
 }
