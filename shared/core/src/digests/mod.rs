@@ -12,8 +12,31 @@ pub use sorter::Sorter;
 use std::fmt;
 
 /// A SHA-256 digest of a normalized identifier.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Digest(pub [u8; 32]);
+
+impl Ord for Digest {
+    /// The bytes' order, compared as two big-endian u128 halves: much cheaper than `memcmp`, and the
+    /// streaming merges compare several times per digest.
+    #[inline]
+    fn cmp(&self, other: &Digest) -> std::cmp::Ordering {
+        let half = |d: &Digest, i: usize| {
+            let mut b = [0u8; 16];
+            b.copy_from_slice(&d.0[i..i + 16]);
+            u128::from_be_bytes(b)
+        };
+        half(self, 0)
+            .cmp(&half(other, 0))
+            .then_with(|| half(self, 16).cmp(&half(other, 16)))
+    }
+}
+
+impl PartialOrd for Digest {
+    #[inline]
+    fn partial_cmp(&self, other: &Digest) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 impl Digest {
     /// Lowercase hex, the form TikTok expects in files and mappings.
@@ -295,6 +318,13 @@ mod tests {
                 DigestSet::from_unsorted_par(v.clone(), threads) == want,
                 "{threads}"
             );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn digests_order_as_their_bytes(a in proptest::array::uniform32(0u8..4), b in proptest::array::uniform32(0u8..4)) {
+            prop_assert_eq!(Digest(a).cmp(&Digest(b)), a.cmp(&b));
         }
     }
 

@@ -3,7 +3,7 @@
 //! cohort. Lists are read by streaming or by index range (a TikTok batch); the file goes with the last clone.
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -139,12 +139,7 @@ impl Sorted {
                 ranges: rs,
                 at: 0..0,
             })),
-            Repr::Disk(d) => Ok(Box::new(DiskIter {
-                r: BufReader::with_capacity(IO_BUF, File::open(&d.path)?),
-                pos: 0,
-                ranges: rs,
-                at: 0..0,
-            })),
+            Repr::Disk(d) => Ok(Box::new(DiskIter::new(File::open(&d.path)?, rs))),
         }
     }
 
@@ -196,12 +191,39 @@ impl Iterator for MemIter {
     }
 }
 
+/// Reads blocks of digests with `pread` (no per-digest reader calls).
 struct DiskIter {
-    r: BufReader<File>,
-    /// The index the reader is at.
-    pos: usize,
+    file: File,
+    block: Vec<u8>,
+    /// The index of the block's first digest, and how many it holds.
+    block_start: usize,
+    block_len: usize,
     ranges: Vec<Range<usize>>,
     at: Range<usize>,
+}
+
+const BLOCK: usize = 8192;
+
+impl DiskIter {
+    fn new(file: File, ranges: Vec<Range<usize>>) -> DiskIter {
+        DiskIter {
+            file,
+            block: vec![0u8; BLOCK * 32],
+            block_start: 0,
+            block_len: 0,
+            ranges,
+            at: 0..0,
+        }
+    }
+
+    fn fill(&mut self) -> io::Result<()> {
+        let n = self.at.len().min(BLOCK);
+        self.file
+            .read_exact_at(&mut self.block[..n * 32], self.at.start as u64 * 32)?;
+        self.block_start = self.at.start;
+        self.block_len = n;
+        Ok(())
+    }
 }
 
 impl Iterator for DiskIter {
@@ -210,19 +232,20 @@ impl Iterator for DiskIter {
     fn next(&mut self) -> Option<Self::Item> {
         while self.at.is_empty() {
             self.at = self.ranges.pop()?;
-            if self.at.start != self.pos {
-                let by = (self.at.start as i64 - self.pos as i64) * 32;
-                if let Err(e) = self.r.seek_relative(by) {
-                    return Some(Err(e));
-                }
-                self.pos = self.at.start;
-            }
         }
+        let i = self.at.start;
+        if (i < self.block_start || i >= self.block_start + self.block_len)
+            && let Err(e) = self.fill()
+        {
+            self.at = 0..0;
+            self.ranges.clear();
+            return Some(Err(e));
+        }
+        let off = (i - self.block_start) * 32;
         let mut a = [0u8; 32];
-        let r = self.r.read_exact(&mut a);
+        a.copy_from_slice(&self.block[off..off + 32]);
         self.at.start += 1;
-        self.pos += 1;
-        Some(r.map(|()| Digest(a)))
+        Some(Ok(Digest(a)))
     }
 }
 
