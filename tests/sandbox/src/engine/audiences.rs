@@ -5,11 +5,12 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value, json};
 
+use super::digest::{Digest, count_matched, match_limit};
 use super::rules::{MSG_EXPIRED, MSG_PROCESSING, MSG_TOO_SMALL};
 use super::validate::{check_len, only_fields, opt_object, opt_str, req_str, req_str_array};
 use super::{
-    Audience, MIN_MATCHED, Outcome, Reject, SCOPE_AUDIENCE_WRITE, State, TYPE_CUSTOMER_FILE, codes,
-    reject,
+    Audience, MIN_MATCHED, Members, Outcome, Reject, SCOPE_AUDIENCE_WRITE, State,
+    TYPE_CUSTOMER_FILE, codes, reject,
 };
 
 /// `calculate_type` values accepted by `create/` (TikTok's CalculateType enum).
@@ -45,6 +46,23 @@ const UPDATE_FIELDS: &[&str] = &[
     "audience_enhancement",
     "context_info",
 ];
+
+struct UpdateRequest {
+    advertiser_id: String,
+    id: String,
+    new_name: Option<String>,
+    paths: Option<Vec<String>>,
+    action: String,
+}
+
+/// A file edit that passed the size rule.
+struct FileEdit {
+    /// The files' digests, ascending and distinct.
+    incoming: Vec<Digest>,
+    /// Members after the edit.
+    after: usize,
+    failures: Vec<String>,
+}
 
 pub(crate) fn audience_missing(id: &str) -> Reject {
     reject(
@@ -99,13 +117,25 @@ impl State {
     }
 
     pub fn create(&mut self, token: Option<&str>, body: &Map<String, Value>) -> Outcome {
-        self.try_create(token, body).unwrap_or_else(Outcome::from)
+        self.create_with(token, body, None)
+    }
+
+    /// `create` with the union of the files' digests already made (`file_ids`); `None` makes it here.
+    pub fn create_with(
+        &mut self,
+        token: Option<&str>,
+        body: &Map<String, Value>,
+        union: Option<Vec<Digest>>,
+    ) -> Outcome {
+        self.try_create(token, body, union)
+            .unwrap_or_else(Outcome::from)
     }
 
     fn try_create(
         &mut self,
         token: Option<&str>,
         body: &Map<String, Value>,
+        union: Option<Vec<Digest>>,
     ) -> Result<Outcome, Reject> {
         only_fields(body, CREATE_FIELDS)?;
         let advertiser_id = req_str(body, "advertiser_id")?;
@@ -125,15 +155,22 @@ impl State {
         }
         let paths = req_str_array(body, "file_paths", 1, 500)?;
         check_create_options(body)?;
-        let files = self.resolve_files(&advertiser_id, &calculate_type, &paths)?;
+        let files = self.resolve_files(&advertiser_id, &calculate_type, &paths, union)?;
         self.check_file_count(&BTreeSet::new(), &paths)?;
         self.check_audience_room(&advertiser_id)?;
         let id = self.new_audience_id();
         let now = self.now_ms();
         let n = files.digests.len();
-        let mut a = Audience::new(id.clone(), advertiser_id, name, TYPE_CUSTOMER_FILE, now);
+        let rate = self.match_rate;
+        let mut a = Audience::new(
+            (id.clone(), advertiser_id),
+            name,
+            TYPE_CUSTOMER_FILE,
+            now,
+            rate,
+        );
         a.calculate_type = Some(calculate_type);
-        a.members = files.digests;
+        a.members = Members::from_sorted(files.digests, rate);
         a.files_used = paths.iter().cloned().collect();
         a.processing_until_ms = now + self.rules.processing_ms.max(0);
         a.push_history(
@@ -159,14 +196,26 @@ impl State {
     }
 
     pub fn update(&mut self, token: Option<&str>, body: &Map<String, Value>) -> Outcome {
-        self.try_update(token, body).unwrap_or_else(Outcome::from)
+        self.update_with(token, body, None)
     }
 
-    fn try_update(
+    /// `update` with the union of the files' digests already made (`file_ids`); `None` makes it here.
+    pub fn update_with(
         &mut self,
         token: Option<&str>,
         body: &Map<String, Value>,
-    ) -> Result<Outcome, Reject> {
+        union: Option<Vec<Digest>>,
+    ) -> Outcome {
+        self.try_update(token, body, union)
+            .unwrap_or_else(Outcome::from)
+    }
+
+    /// The fields of an `update/` body, checked.
+    fn update_request(
+        &self,
+        token: Option<&str>,
+        body: &Map<String, Value>,
+    ) -> Result<UpdateRequest, Reject> {
         only_fields(body, UPDATE_FIELDS)?;
         opt_object(body, "context_info")?;
         let advertiser_id = req_str(body, "advertiser_id")?;
@@ -199,8 +248,31 @@ impl State {
                 "pass custom_audience_name or file_paths",
             ));
         }
+        Ok(UpdateRequest {
+            advertiser_id,
+            id,
+            new_name,
+            paths,
+            // TikTok's documented default when file_paths come without an action.
+            action: action.unwrap_or_else(|| "REPLACE".to_string()),
+        })
+    }
+
+    fn try_update(
+        &mut self,
+        token: Option<&str>,
+        body: &Map<String, Value>,
+        union: Option<Vec<Digest>>,
+    ) -> Result<Outcome, Reject> {
+        let UpdateRequest {
+            advertiser_id,
+            id,
+            new_name,
+            paths,
+            action,
+        } = self.update_request(token, body)?;
         let audience = match self.audiences.get(&id) {
-            Some(a) if a.advertiser_id == advertiser_id => a.clone(),
+            Some(a) if a.advertiser_id == advertiser_id => a,
             _ => return Err(audience_missing(&id)),
         };
         if audience.kind != TYPE_CUSTOMER_FILE {
@@ -209,17 +281,15 @@ impl State {
                 "only customer file audiences can be updated here",
             ));
         }
-        self.check_editable(&audience)?;
+        self.check_editable(audience)?;
         self.check_daily_calls_left(&id)?;
-        // TikTok's documented default when file_paths come without an action.
-        let action = action.unwrap_or_else(|| "REPLACE".to_string());
         let edit = match &paths {
-            Some(paths) => Some(self.file_edit(&audience, &action, paths)?),
+            Some(paths) => Some(self.file_edit(audience, &action, paths, union)?),
             None => None,
         };
+        let shown = self.displayed_cover(audience);
         self.take_daily_call(&id)?;
         let now = self.now_ms();
-        let shown = self.displayed_cover(&audience);
         let processing_ms = self.rules.processing_ms.max(0);
         let Some(a) = self.audiences.get_mut(&id) else {
             return Err(audience_missing(&id));
@@ -228,14 +298,18 @@ impl State {
             a.name = n;
         }
         match edit {
-            Some((next, failures)) => {
-                let detail = format!("{action}: {} -> {} ids", a.members.len(), next.len());
-                a.members = next;
+            Some(edit) => {
+                let detail = format!("{action}: {} -> {} ids", a.members.len(), edit.after);
+                match action.as_str() {
+                    "APPEND" => a.members.append(&edit.incoming),
+                    "REMOVE" => a.members.remove_all(&edit.incoming),
+                    _ => a.members.replace(edit.incoming),
+                }
                 a.files_used.extend(paths.unwrap_or_default());
                 // TikTok re-matches the audience: until then it shows its previous size.
                 a.shown_cover = shown;
                 a.processing_until_ms = now + processing_ms;
-                a.push_history(&action, detail, failures.join("; "), now);
+                a.push_history(&action, detail, edit.failures.join("; "), now);
             }
             None => a.push_history("RENAME", "renamed".into(), String::new(), now),
         }
@@ -243,23 +317,36 @@ impl State {
         Ok(Outcome::ok(json!({})).with_audience(id))
     }
 
-    /// The members after a file edit, and the notes on lines that failed; refused if too small.
+    /// A file edit checked against the size rule without touching the audience: what it brings, the
+    /// size after it and the notes on lines that failed.
     fn file_edit(
         &self,
         audience: &Audience,
         action: &str,
         paths: &[String],
-    ) -> Result<(BTreeSet<String>, Vec<String>), Reject> {
+        union: Option<Vec<Digest>>,
+    ) -> Result<FileEdit, Reject> {
         let calc = audience.calculate_type.clone().unwrap_or_default();
-        let incoming = self.resolve_files(&audience.advertiser_id, &calc, paths)?;
+        let incoming = self.resolve_files(&audience.advertiser_id, &calc, paths, union)?;
         self.check_file_count(&audience.files_used, paths)?;
         let current = &audience.members;
-        let next: BTreeSet<String> = match action {
-            "APPEND" => current.union(&incoming.digests).cloned().collect(),
-            "REMOVE" => current.difference(&incoming.digests).cloned().collect(),
-            _ => incoming.digests,
+        let inc = &incoming.digests;
+        let inc_matched = count_matched(inc, match_limit(self.match_rate));
+        let (after, matched) = match action {
+            "APPEND" | "REMOVE" => {
+                let (both, both_matched) = current.overlap(inc);
+                let now_matched = self.matched(current);
+                if action == "APPEND" {
+                    (
+                        current.len() + inc.len() - both,
+                        now_matched + inc_matched - both_matched,
+                    )
+                } else {
+                    (current.len() - both, now_matched - both_matched)
+                }
+            }
+            _ => (inc.len(), inc_matched),
         };
-        let matched = self.matched(&next);
         if matched < MIN_MATCHED {
             return Err(reject(
                 codes::NOT_EDITABLE,
@@ -269,7 +356,11 @@ impl State {
                 ),
             ));
         }
-        Ok((next, incoming.failures))
+        Ok(FileEdit {
+            incoming: incoming.digests,
+            after,
+            failures: incoming.failures,
+        })
     }
 
     /// Deletes audiences; the one edit an expired audience still accepts.

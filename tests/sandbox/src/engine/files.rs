@@ -1,7 +1,10 @@
 //! Customer files: `file/upload/` and resolving `file_paths` for create/update.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
 
+use super::digest::{Digest, encode, hex_width, sort_dedup};
+use super::scan::{ScannedFile, scan_file};
 use super::validate::check_file_paths;
 use super::{Outcome, Reject, SCOPE_AUDIENCE_WRITE, State, codes, random_hex, reject};
 
@@ -50,8 +53,9 @@ pub struct UploadedPart {
 pub struct UploadedFile {
     pub advertiser_id: String,
     pub calculate_type: String,
-    /// The lines that fit `calculate_type`.
-    pub digests: Vec<String>,
+    /// The lines that fit `calculate_type`, decoded, ascending and distinct (shared with the log's work
+    /// outside the state lock).
+    pub digests: Arc<Vec<Digest>>,
     /// Non-blank lines in the file.
     pub lines: usize,
     /// 1-based numbers (among non-blank lines) of the lines that did not fit: TikTok accepts the file and
@@ -62,8 +66,31 @@ pub struct UploadedFile {
 
 /// Digests of the referenced files, and what to report about lines that failed.
 pub(crate) struct Resolved {
-    pub digests: BTreeSet<String>,
+    /// Ascending, distinct.
+    pub digests: Vec<Digest>,
     pub failures: Vec<String>,
+}
+
+/// What the log records of a create/update's files: the distinct digests of those that exist. When they
+/// share one width, the files' digests, for `union_of` outside the lock (the handler then gets that
+/// union); else hex strings.
+pub enum FileIds {
+    Files {
+        files: Vec<Arc<Vec<Digest>>>,
+        width: usize,
+    },
+    Hex(Vec<String>),
+}
+
+/// The union of files' digests; the engine's files are ascending one after the other, so this is
+/// usually one copy and no sort.
+pub fn union_of(files: &[Arc<Vec<Digest>>]) -> Vec<Digest> {
+    let mut all = Vec::with_capacity(files.iter().map(|f| f.len()).sum());
+    for f in files {
+        all.extend_from_slice(f);
+    }
+    sort_dedup(&mut all);
+    all
 }
 
 /// Whether a line fits a `calculate_type`: 64 lowercase hex for `*_SHA256`, 32 for `*_MD5`.
@@ -82,6 +109,7 @@ pub fn fits_calculate_type(line: &str, calculate_type: &str) -> bool {
 }
 
 /// Non-blank lines (CRLF tolerated); bytes that are not UTF-8 are replaced, so such lines fail to fit.
+/// (`scan_file` reads uploads the same way without a `String` per line.)
 pub fn file_lines(bytes: &[u8]) -> Vec<String> {
     String::from_utf8_lossy(bytes)
         .lines()
@@ -98,17 +126,28 @@ fn form_field(form: &UploadForm, name: &str) -> Result<String, Reject> {
         .ok_or_else(|| reject(codes::INVALID_PARAMS, format!("{name} is required")))
 }
 
-fn md5_hex(bytes: &[u8]) -> String {
-    use md5::Digest as _;
-    hex::encode(md5::Md5::digest(bytes))
-}
-
 impl State {
     pub fn upload(&mut self, token: Option<&str>, form: &UploadForm) -> Outcome {
-        self.try_upload(token, form).unwrap_or_else(Outcome::from)
+        self.upload_scanned(token, form, None)
     }
 
-    fn try_upload(&mut self, token: Option<&str>, form: &UploadForm) -> Result<Outcome, Reject> {
+    /// `upload` with the file already read by `scan_file` (off the lock); `None` reads it here.
+    pub fn upload_scanned(
+        &mut self,
+        token: Option<&str>,
+        form: &UploadForm,
+        scan: Option<ScannedFile>,
+    ) -> Outcome {
+        self.try_upload(token, form, scan)
+            .unwrap_or_else(Outcome::from)
+    }
+
+    fn try_upload(
+        &mut self,
+        token: Option<&str>,
+        form: &UploadForm,
+        scan: Option<ScannedFile>,
+    ) -> Result<Outcome, Reject> {
         if let Some(f) = form
             .fields
             .keys()
@@ -150,7 +189,11 @@ impl State {
                 ),
             ));
         }
-        if !md5_hex(&file.bytes).eq_ignore_ascii_case(signature.trim()) {
+        let scan = match scan {
+            Some(s) if s.calculate_type == calculate_type => s,
+            _ => scan_file(&file.bytes, &calculate_type),
+        };
+        if !scan.md5_hex.eq_ignore_ascii_case(signature.trim()) {
             return Err(reject(
                 codes::FILE_SIGNATURE,
                 "file_signature does not match the file's MD5",
@@ -162,18 +205,8 @@ impl State {
                 "MULTIPLE_TYPES files are not supported by the sandbox",
             ));
         }
-        let lines = file_lines(&file.bytes);
-        if lines.is_empty() {
+        if scan.lines == 0 {
             return Err(reject(codes::FILE_EMPTY, "The file is empty"));
-        }
-        let mut digests = Vec::with_capacity(lines.len());
-        let mut failed_lines = Vec::new();
-        for (n, l) in lines.iter().enumerate() {
-            if fits_calculate_type(l, &calculate_type) {
-                digests.push(l.clone());
-            } else {
-                failed_lines.push(n + 1);
-            }
         }
         let file_path = random_hex(8);
         self.files.insert(
@@ -181,29 +214,28 @@ impl State {
             UploadedFile {
                 advertiser_id,
                 calculate_type,
-                digests,
-                lines: lines.len(),
-                failed_lines,
+                digests: Arc::new(scan.digests),
+                lines: scan.lines,
+                failed_lines: scan.failed_lines,
                 uploaded_ms: self.now_ms(),
             },
         );
         Ok(Outcome::ok(serde_json::json!({ "file_path": file_path })))
     }
 
-    /// Resolves `file_paths` for an advertiser and a calculate_type into the union of their digests.
+    /// Resolves `file_paths` for an advertiser and a calculate_type into the union of their digests;
+    /// `union` is that union when the caller has it already (`file_ids` over the same paths).
     pub(crate) fn resolve_files(
         &self,
         advertiser_id: &str,
         calculate_type: &str,
         paths: &[String],
+        union: Option<Vec<Digest>>,
     ) -> Result<Resolved, Reject> {
         check_file_paths(paths)?;
         let now = self.now_ms();
         let ttl = self.rules.file_ttl_ms;
-        let mut out = Resolved {
-            digests: BTreeSet::new(),
-            failures: Vec::new(),
-        };
+        let mut failures = Vec::new();
         for p in paths {
             let Some(f) = self.files.get(p) else {
                 return Err(reject(
@@ -233,21 +265,46 @@ impl State {
                 ));
             }
             if !f.failed_lines.is_empty() {
-                out.failures.push(failure_note(p, f));
+                failures.push(failure_note(p, f));
             }
-            out.digests.extend(f.digests.iter().cloned());
         }
-        Ok(out)
+        // Every path exists now, so the caller's union (of the files that exist) is this one.
+        let digests = union.unwrap_or_else(|| {
+            let files: Vec<_> = self.files_once(paths).map(|f| f.digests.clone()).collect();
+            union_of(&files)
+        });
+        Ok(Resolved { digests, failures })
     }
 
-    /// All digests in the given files (for the log's batch identity).
-    pub fn file_digests(&self, paths: &[String]) -> Vec<String> {
-        let set: BTreeSet<&String> = paths
+    /// The referenced files that exist, each once, in the order given.
+    fn files_once<'a>(&'a self, paths: &'a [String]) -> impl Iterator<Item = &'a UploadedFile> {
+        let mut seen = HashSet::new();
+        paths
             .iter()
+            .filter(move |p| seen.insert(p.as_str()))
             .filter_map(|p| self.files.get(p))
-            .flat_map(|f| f.digests.iter())
+    }
+
+    /// The distinct digests of the given files (for the log's batch identity).
+    pub fn file_ids(&self, paths: &[String]) -> FileIds {
+        let widths: BTreeSet<usize> = self
+            .files_once(paths)
+            .map(|f| hex_width(&f.calculate_type).unwrap_or(64))
             .collect();
-        set.into_iter().cloned().collect()
+        if widths.len() <= 1 {
+            let width = widths.first().copied().unwrap_or(64);
+            let files = self.files_once(paths).map(|f| f.digests.clone()).collect();
+            return FileIds::Files { files, width };
+        }
+        // Files of several widths (a request TikTok refuses with 40909): hex strings, sorted as text.
+        let set: BTreeSet<String> = self
+            .files_once(paths)
+            .flat_map(|f| {
+                let w = hex_width(&f.calculate_type).unwrap_or(64);
+                f.digests.iter().map(move |d| encode(d, w))
+            })
+            .collect();
+        FileIds::Hex(set.into_iter().collect())
     }
 }
 

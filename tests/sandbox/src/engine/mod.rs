@@ -8,11 +8,14 @@
 //! their messages), `validate` (request-shape checks).
 
 mod audiences;
+pub mod digest;
 mod files;
 mod limits;
+mod members;
 mod oauth;
 mod reads;
 pub mod rules;
+mod scan;
 mod streaming;
 mod types;
 mod validate;
@@ -27,10 +30,13 @@ use serde_json::{Value, json};
 
 pub use audiences::CREATE_CALCULATE_TYPES;
 pub use files::{
-    UPLOAD_CALCULATE_TYPES, UploadForm, UploadedFile, UploadedPart, file_lines, fits_calculate_type,
+    FileIds, UPLOAD_CALCULATE_TYPES, UploadForm, UploadedFile, UploadedPart, file_lines,
+    fits_calculate_type, union_of,
 };
+pub use members::Members;
 pub use oauth::scopes_cover;
 pub use rules::Rules;
+pub use scan::{ScannedFile, scan_file};
 pub use streaming::{Batch, MAPPING_ID_SCHEMAS, mapping_ids, parse_batch};
 pub use types::{AdvertiserSpec, AppSpec, FaultConfig, LogEntry, digest_matches, ids_sha256};
 
@@ -118,7 +124,7 @@ pub struct Audience {
     pub name: String,
     pub kind: &'static str,
     pub calculate_type: Option<String>,
-    pub members: BTreeSet<String>,
+    pub members: Members,
     create_ms: i64,
     /// Last create or edit (the expiry clock restarts here).
     modify_ms: i64,
@@ -136,14 +142,20 @@ pub struct Audience {
 }
 
 impl Audience {
-    fn new(id: String, advertiser_id: String, name: String, kind: &'static str, now: i64) -> Self {
+    fn new(
+        (id, advertiser_id): (String, String),
+        name: String,
+        kind: &'static str,
+        now: i64,
+        match_rate: f64,
+    ) -> Self {
         Audience {
             id,
             advertiser_id,
             name,
             kind,
             calculate_type: None,
-            members: BTreeSet::new(),
+            members: Members::new(match_rate),
             create_ms: now,
             modify_ms: now,
             history: Vec::new(),
@@ -154,6 +166,14 @@ impl Audience {
             ready_at_ms: now,
             files_used: BTreeSet::new(),
         }
+    }
+
+    /// Hex characters of its digests (`*_MD5` files: 32; everything else: 64).
+    pub fn hex_width(&self) -> usize {
+        self.calculate_type
+            .as_deref()
+            .and_then(digest::hex_width)
+            .unwrap_or(64)
     }
 
     fn push_history(&mut self, action: &str, detail: String, msg: String, now: i64) {
@@ -245,8 +265,9 @@ pub struct State {
     seed: u64,
     fault_rng: StdRng,
     pub log: Vec<LogEntry>,
-    /// Request bodies and queries of non-OAuth calls, for contract tests (`GET /_sandbox/captured`).
-    pub captured: Vec<Value>,
+    /// Request bodies and queries of non-OAuth calls, for contract tests (`GET /_sandbox/captured`), as
+    /// compact JSON (a parsed `Value` of a 10,000-id mapping is ~10x its text).
+    pub captured: Vec<String>,
     clock_offset_ms: i64,
     request_counter: u64,
 }
@@ -350,11 +371,8 @@ impl State {
         Ok(())
     }
 
-    pub fn matched(&self, members: &BTreeSet<String>) -> usize {
-        members
-            .iter()
-            .filter(|d| digest_matches(d, self.match_rate))
-            .count()
+    pub fn matched(&self, members: &Members) -> usize {
+        members.matched(self.match_rate)
     }
 
     /// When the audience expires (12 months after its last edit by default).
@@ -376,7 +394,9 @@ impl State {
 
     /// `GET /_sandbox/audiences/{id}` object.
     pub fn inspect(&self, a: &Audience) -> Value {
-        json!({ "audience": self.details(a), "members": a.members.iter().collect::<Vec<_>>() })
+        let w = a.hex_width();
+        let members: Vec<String> = a.members.iter().map(|d| digest::encode(d, w)).collect();
+        json!({ "audience": self.details(a), "members": members })
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use serde_json::{Map, Value, json};
 
 use super::audiences::audience_missing;
-use super::files::fits_calculate_type;
+use super::digest::{Digest, parse};
 use super::rules::{MSG_EXPIRED, MSG_NOT_READY};
 use super::validate::{only_fields, opt_str, req_str, req_str_array};
 use super::{Audience, MAX_MAPPING_USERS, Outcome, Reject, State, TYPE_PARTNER, codes, reject};
@@ -101,11 +101,11 @@ impl State {
         let id = self.new_audience_id();
         let now = self.now_ms();
         let mut a = Audience::new(
-            id.clone(),
-            advertiser_id,
+            (id.clone(), advertiser_id),
             cut_name(&name),
             TYPE_PARTNER,
             now,
+            self.match_rate,
         );
         a.ready_at_ms = now + self.rules.streaming_not_ready_ms.max(0);
         a.push_history(
@@ -185,34 +185,36 @@ impl State {
                 ),
             ));
         }
-        if batch
+        let ids: Option<Vec<Digest>> = batch
             .pairs
             .iter()
-            .any(|(id, _)| !fits_calculate_type(id, "X_SHA256"))
-        {
+            .map(|(id, _)| parse(id.as_bytes(), 64))
+            .collect();
+        let Some(ids) = ids else {
             return Err(reject(
                 codes::INVALID_PARAMS,
                 "every id must be 64 lowercase hex (SHA-256)",
             ));
-        }
+        };
         let touched: BTreeSet<&String> = batch.pairs.iter().flat_map(|(_, a)| a).collect();
         for aud in &touched {
             self.check_mappable(aud, &advertisers)?;
         }
         let now = self.now_ms();
-        for (id, auds) in &batch.pairs {
+        for (d, (_, auds)) in ids.iter().zip(&batch.pairs) {
             for aud in auds {
                 if let Some(a) = self.audiences.get_mut(aud) {
                     if action == "add" {
-                        a.members.insert(id.clone());
+                        a.members.insert(*d);
                     } else {
-                        a.members.remove(id);
+                        a.members.remove(d);
                     }
                 }
             }
         }
         for aud in touched {
             if let Some(a) = self.audiences.get_mut(aud) {
+                a.members.settle();
                 a.modify_ms = now;
             }
         }

@@ -16,13 +16,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use serde_json::{Value, json};
 
-use crate::engine::{FaultDecision, LogEntry, Outcome, State, codes, ids_sha256};
+use crate::engine::digest::Digest;
+use crate::engine::{FaultDecision, LogEntry, Outcome, ScannedFile, State, codes};
 use controls::*;
-use parse::{Described, Parsed, describe, parse_body, query_map};
+use parse::{Described, LogIds, Parsed, describe, parse_body, query_map, scan_upload};
 
 /// Largest request body the sandbox reads (TikTok allows files under 1 GB; tests use small ones).
 const BODY_LIMIT: usize = 256 * 1024 * 1024;
 pub const API_PREFIX: &str = "/open_api/v1.3";
+const UPLOAD: &str = "/dmp/custom_audience/file/upload/";
 
 /// The sandbox's shared state.
 #[derive(Clone)]
@@ -129,6 +131,12 @@ struct Incoming {
     parsed: Parsed,
 }
 
+/// What was read before the handler runs, so that it does not read it again under the lock.
+struct Prepared {
+    scan: Option<ScannedFile>,
+    union: Option<Vec<Digest>>,
+}
+
 fn log_entry(ts_ms: u64, inc: &Incoming, desc: &Described) -> LogEntry {
     LogEntry {
         ts_ms,
@@ -138,8 +146,9 @@ fn log_entry(ts_ms: u64, inc: &Incoming, desc: &Described) -> LogEntry {
         advertiser_id: desc.advertiser_id.clone(),
         audience_id: desc.audience_id.clone(),
         action: desc.action.clone(),
-        ids: desc.ids.len(),
-        ids_sha256: ids_sha256(&desc.ids),
+        // filled in by `LogIds::finish` once the lock is released
+        ids: 0,
+        ids_sha256: String::new(),
         file_paths: desc.file_paths.clone(),
         http_status: None,
         code: None,
@@ -155,15 +164,14 @@ enum Gate {
     Fault(FaultDecision),
 }
 
-async fn open_api(AxState(sb): AxState<Shared>, req: Request) -> Response {
-    let arrival = Instant::now();
+/// Reads the request off the wire (an upload's file is read here too, on a blocking thread).
+async fn read_incoming(req: Request) -> Result<Incoming, Response> {
     let (parts, body) = req.into_parts();
-    let bytes = match axum::body::to_bytes(body, BODY_LIMIT).await {
-        Ok(b) => b,
-        Err(_) => return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response(),
+    let Ok(bytes) = axum::body::to_bytes(body, BODY_LIMIT).await else {
+        return Err((StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response());
     };
     let path = parts.uri.path().to_string();
-    let inc = Incoming {
+    let mut inc = Incoming {
         method: parts.method.clone(),
         endpoint: path.strip_prefix(API_PREFIX).unwrap_or("").to_string(),
         query: query_map(parts.uri.query()),
@@ -175,52 +183,60 @@ async fn open_api(AxState(sb): AxState<Shared>, req: Request) -> Response {
         parsed: parse_body(&parts.method, &parts.headers, &parts.extensions, bytes).await,
         path,
     };
-    let (mut entry, gate, request_id, latency) = {
-        let mut st = sb.lock();
-        let ts_ms = st.ts_ms(arrival);
-        // OAuth bodies carry the app secret and tokens: never captured.
-        if !inc.endpoint.starts_with("/oauth2/") {
-            let c = capture(&inc.method, &inc.path, &inc.query, &inc.parsed);
-            st.captured.push(c);
-        }
-        let desc = describe(
-            &st,
-            &inc.endpoint,
-            inc.token.as_deref(),
-            &inc.query,
-            &inc.parsed,
-        );
-        let gate = if route_method(&inc.endpoint).is_none_or(|m| m != inc.method) {
-            // Unknown routes never reach the limiter: TikTok's gateway answers them.
-            Gate::NotFound
-        } else {
-            match st.admit(desc.app_id.as_deref(), desc.advertiser_id.as_deref(), ts_ms) {
-                Err((code, msg)) => Gate::Limited(code, msg),
-                Ok(()) => Gate::Fault(st.roll_fault(&inc.path)),
-            }
-        };
-        (
-            log_entry(ts_ms, &inc, &desc),
-            gate,
-            st.next_request_id(),
-            st.latency(),
-        )
-    };
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
+    if inc.endpoint == UPLOAD {
+        scan_upload(&mut inc.parsed).await;
     }
-    let record = |entry: LogEntry| sb.lock().log.push(entry);
+    Ok(inc)
+}
+
+/// What the gate decided under the lock: the log entry so far, the gate, the request id, the latency
+/// to add and the ids for the log.
+type Admitted = (LogEntry, Gate, String, std::time::Duration, LogIds);
+
+/// Captures, describes, rate-limits and rolls faults for a request, under the lock (cheap work only).
+fn admit(st: &mut State, inc: &Incoming, arrival: Instant, captured: Option<String>) -> Admitted {
+    let ts_ms = st.ts_ms(arrival);
+    if let Some(c) = captured {
+        st.captured.push(c);
+    }
+    let mut desc = describe(
+        st,
+        &inc.endpoint,
+        inc.token.as_deref(),
+        &inc.query,
+        &inc.parsed,
+    );
+    let ids = std::mem::take(&mut desc.ids);
+    let gate = if route_method(&inc.endpoint).is_none_or(|m| m != inc.method) {
+        // Unknown routes never reach the limiter: TikTok's gateway answers them.
+        Gate::NotFound
+    } else {
+        match st.admit(desc.app_id.as_deref(), desc.advertiser_id.as_deref(), ts_ms) {
+            Err((code, msg)) => Gate::Limited(code, msg),
+            Ok(()) => Gate::Fault(st.roll_fault(&inc.path)),
+        }
+    };
+    (
+        log_entry(ts_ms, inc, &desc),
+        gate,
+        st.next_request_id(),
+        st.latency(),
+        ids,
+    )
+}
+
+/// The answer to a request stopped before its handler (with its log entry completed), or the fault
+/// decision to go on with.
+fn stopped(gate: Gate, entry: &mut LogEntry, request_id: &str) -> Result<FaultDecision, Response> {
     let decision = match gate {
         Gate::NotFound => {
             entry.http_status = Some(404);
-            record(entry);
-            return not_found();
+            return Err(not_found());
         }
         Gate::Limited(code, msg) => {
             entry.http_status = Some(200);
             entry.code = Some(code);
-            record(entry);
-            return envelope(StatusCode::OK, code, &msg, &request_id, json!({}));
+            return Err(envelope(StatusCode::OK, code, &msg, request_id, json!({})));
         }
         Gate::Fault(d) => d,
     };
@@ -229,29 +245,56 @@ async fn open_api(AxState(sb): AxState<Shared>, req: Request) -> Response {
             entry.http_status = Some(200);
             entry.code = Some(c);
             entry.fault = Some("code".into());
-            record(entry);
-            return envelope(
-                StatusCode::OK,
-                c,
-                "sandbox injected error",
-                &request_id,
-                json!({}),
-            );
+            let msg = "sandbox injected error";
+            Err(envelope(StatusCode::OK, c, msg, request_id, json!({})))
         }
         FaultDecision::Http(s) => {
             entry.http_status = Some(s);
             entry.fault = Some("http".into());
-            record(entry);
-            return gateway_error(s);
+            Err(gateway_error(s))
         }
         FaultDecision::DropBefore => {
             entry.fault = Some("drop_before".into());
-            record(entry);
-            return dropped();
+            Err(dropped())
         }
-        FaultDecision::None | FaultDecision::DropAfter => {}
+        d @ (FaultDecision::None | FaultDecision::DropAfter) => Ok(d),
     }
-    let outcome = dispatch(&mut sb.lock(), &inc);
+}
+
+async fn open_api(AxState(sb): AxState<Shared>, req: Request) -> Response {
+    let arrival = Instant::now();
+    let mut inc = match read_incoming(req).await {
+        Ok(inc) => inc,
+        Err(r) => return r,
+    };
+    // OAuth bodies carry the app secret and tokens: never captured.
+    let captured = (!inc.endpoint.starts_with("/oauth2/"))
+        .then(|| capture(&inc.method, &inc.path, &inc.query, &inc.parsed).to_string());
+    let (mut entry, gate, request_id, latency, ids) =
+        admit(&mut sb.lock(), &inc, arrival, captured);
+    // Batch identities of big files are hashed here, off the lock.
+    let (n, sha, union) = ids.finish().await;
+    entry.ids = n;
+    entry.ids_sha256 = sha;
+    let prepared = Prepared {
+        scan: match &mut inc.parsed {
+            Parsed::Form(_, scan) => scan.take(),
+            _ => None,
+        },
+        union,
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let record = |entry: LogEntry| sb.lock().log.push(entry);
+    let decision = match stopped(gate, &mut entry, &request_id) {
+        Ok(d) => d,
+        Err(answer) => {
+            record(entry);
+            return answer;
+        }
+    };
+    let outcome = dispatch(&mut sb.lock(), &inc, prepared);
     entry.applied = outcome.applied;
     entry.code = Some(outcome.code);
     if entry.audience_id.is_none() {
@@ -274,7 +317,7 @@ async fn open_api(AxState(sb): AxState<Shared>, req: Request) -> Response {
 }
 
 /// Runs the endpoint's handler (the route and method were checked before).
-fn dispatch(st: &mut State, inc: &Incoming) -> Outcome {
+fn dispatch(st: &mut State, inc: &Incoming, prepared: Prepared) -> Outcome {
     let t = inc.token.as_deref();
     let q = &inc.query;
     let body = match &inc.parsed {
@@ -289,22 +332,28 @@ fn dispatch(st: &mut State, inc: &Incoming) -> Outcome {
         Ok(b) => f(b),
         Err(e) => e.clone(),
     };
+    let Prepared { scan, union } = prepared;
+    let mut union = Some(union);
     match inc.endpoint.as_str() {
         "/oauth2/access_token/" => with_body(&mut |b| st.exchange(b)),
         "/oauth2/revoke_token/" => with_body(&mut |b| st.revoke_token(b)),
         "/oauth2/advertiser/get/" => st.authorized_advertisers(t, q),
         "/user/info/" => st.user_info(t),
         "/advertiser/info/" => st.advertiser_info(t, q),
-        "/dmp/custom_audience/file/upload/" => match &inc.parsed {
-            Parsed::Form(f) => st.upload(t, f),
+        UPLOAD => match &inc.parsed {
+            Parsed::Form(f, _) => st.upload_scanned(t, f, scan),
             Parsed::Invalid(e) => Outcome::err(codes::INVALID_PARAMS, e.clone()),
             _ => Outcome::err(
                 codes::INVALID_PARAMS,
                 "file/upload needs a multipart/form-data body",
             ),
         },
-        "/dmp/custom_audience/create/" => with_body(&mut |b| st.create(t, b)),
-        "/dmp/custom_audience/update/" => with_body(&mut |b| st.update(t, b)),
+        "/dmp/custom_audience/create/" => {
+            with_body(&mut |b| st.create_with(t, b, union.take().flatten()))
+        }
+        "/dmp/custom_audience/update/" => {
+            with_body(&mut |b| st.update_with(t, b, union.take().flatten()))
+        }
         "/dmp/custom_audience/get/" => st.get(t, q),
         "/dmp/custom_audience/list/" => st.list(t, q),
         "/dmp/custom_audience/delete/" => with_body(&mut |b| st.delete(t, b)),

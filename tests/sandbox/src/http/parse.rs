@@ -7,7 +7,11 @@ use axum::extract::{FromRequest, Multipart, Request};
 use axum::http::{Extensions, HeaderMap, Method, header};
 use serde_json::{Map, Value};
 
-use crate::engine::{State, UploadForm, UploadedPart, mapping_ids};
+use crate::engine::digest::{Digest, hex_lines_sha256};
+use crate::engine::{
+    FileIds, ScannedFile, State, UploadForm, UploadedPart, file_lines, ids_sha256, mapping_ids,
+    scan_file, union_of,
+};
 
 /// What the log needs to know about a request, read before it is processed so that faulted and
 /// rate-limited requests are logged with the same batch identity as their retries.
@@ -17,13 +21,57 @@ pub(super) struct Described {
     pub(super) advertiser_id: Option<String>,
     pub(super) audience_id: Option<String>,
     pub(super) action: Option<String>,
-    pub(super) ids: Vec<String>,
+    pub(super) ids: LogIds,
     pub(super) file_paths: Vec<String>,
+}
+
+/// The ids a request carries, in whatever form is cheapest to take under the lock; `finish` turns them
+/// into the log's count and batch identity.
+pub(super) enum LogIds {
+    Strings(Vec<String>),
+    /// An upload read by `scan_file`: its line count and batch identity.
+    Counted(usize, String),
+    Files(FileIds),
+}
+
+impl Default for LogIds {
+    fn default() -> Self {
+        LogIds::Strings(Vec::new())
+    }
+}
+
+/// Above this many digests the union and its hash are made on a blocking thread.
+const BLOCKING_IDS: usize = 100_000;
+
+impl LogIds {
+    /// (ids, ids_sha256) for the log, and the union of the referenced files' digests when it was made
+    /// (handed to create/update so they do not make it again).
+    pub(super) async fn finish(self) -> (usize, String, Option<Vec<Digest>>) {
+        match self {
+            LogIds::Strings(v) | LogIds::Files(FileIds::Hex(v)) => (v.len(), ids_sha256(&v), None),
+            LogIds::Counted(n, sha) => (n, sha, None),
+            LogIds::Files(FileIds::Files { files, width }) => {
+                let total: usize = files.iter().map(|f| f.len()).sum();
+                let work = move || {
+                    let union = union_of(&files);
+                    let sha = hex_lines_sha256(&union, width);
+                    (union.len(), sha, Some(union))
+                };
+                if total < BLOCKING_IDS {
+                    return work();
+                }
+                tokio::task::spawn_blocking(work)
+                    .await
+                    .unwrap_or_else(|e| (0, format!("sandbox: hashing failed: {e}"), None))
+            }
+        }
+    }
 }
 
 pub(crate) enum Parsed {
     Json(Map<String, Value>),
-    Form(UploadForm),
+    /// An upload form and, once `scan_upload` ran, its file read.
+    Form(UploadForm, Option<ScannedFile>),
     Query,
     Invalid(String),
 }
@@ -103,7 +151,7 @@ pub(super) async fn parse_body(
                 Err(e) => return Parsed::Invalid(format!("invalid multipart body: {e}")),
             }
         }
-        return Parsed::Form(form);
+        return Parsed::Form(form, None);
     }
     if !ctype.starts_with("application/json") {
         return Parsed::Invalid("Content-Type must be application/json".into());
@@ -113,6 +161,27 @@ pub(super) async fn parse_body(
         Ok(_) => Parsed::Invalid("request body must be a JSON object".into()),
         Err(e) => Parsed::Invalid(format!("request body is not valid JSON: {e}")),
     }
+}
+
+/// Reads an upload's file on a blocking thread (MD5, lines, digests: O(file), up to 50 MB), before the
+/// state lock is taken.
+pub(super) async fn scan_upload(parsed: &mut Parsed) {
+    let Parsed::Form(form, scan) = parsed else {
+        return;
+    };
+    let Some(file) = &form.file else {
+        return;
+    };
+    let bytes = file.bytes.clone();
+    let calculate_type = form
+        .fields
+        .get("calculate_type")
+        .cloned()
+        .unwrap_or_default();
+    // On a failed task the handler reads the file itself.
+    *scan = tokio::task::spawn_blocking(move || scan_file(&bytes, &calculate_type))
+        .await
+        .ok();
 }
 
 pub(super) fn describe(
@@ -141,10 +210,13 @@ pub(super) fn describe(
     d.action = str_of(body.get("action"));
     match endpoint {
         "/dmp/custom_audience/file/upload/" => {
-            if let Parsed::Form(f) = parsed {
+            if let Parsed::Form(f, scan) = parsed {
                 d.advertiser_id = f.fields.get("advertiser_id").cloned();
                 if let Some(file) = &f.file {
-                    d.ids = crate::engine::file_lines(&file.bytes);
+                    d.ids = match scan {
+                        Some(s) => LogIds::Counted(s.lines, s.lines_sha256.clone()),
+                        None => LogIds::Strings(file_lines(&file.bytes)),
+                    };
                 }
             }
         }
@@ -157,7 +229,7 @@ pub(super) fn describe(
                     .map(str::to_string)
                     .collect();
             }
-            d.ids = st.file_digests(&d.file_paths);
+            d.ids = LogIds::Files(st.file_ids(&d.file_paths));
         }
         "/dmp/custom_audience/delete/" => {
             d.audience_id = first_of_array(body.get("custom_audience_ids"))
@@ -168,7 +240,7 @@ pub(super) fn describe(
         "/segment/audience/" => d.audience_id = str_of(body.get("delete_audience_id")),
         "/segment/mapping/" => {
             let (ids, aud) = mapping_ids(body);
-            d.ids = ids;
+            d.ids = LogIds::Strings(ids);
             d.audience_id = aud;
         }
         _ => {}
