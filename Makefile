@@ -103,9 +103,11 @@ fuzz:
 
 USERS ?= 1000000
 # End-to-end benchmark on moto + the sandbox (USERS=10000000 for 10M); figures in BENCHMARKS.md.
+# BENCH_E2E_ARGS: e.g. `--first-only --streaming 0 --memory-mb 512` (the 50M curve in BENCHMARKS.md).
+BENCH_E2E_ARGS ?=
 bench-e2e: venv
 	$(CARGO) build --release -p tiktok-sandbox -p audience-sync-tests --bin tiktok-sandbox --bin bench-e2e
-	MOTO_PYTHON=$(MOTO_PY) target/release/bench-e2e $(USERS) --out target/bench-e2e-$(USERS).json
+	MOTO_PYTHON=$(MOTO_PY) target/release/bench-e2e $(USERS) $(BENCH_E2E_ARGS) --out target/bench-e2e-$(USERS).json
 
 clean-venv:
 	rm -rf $(VENV)

@@ -4,6 +4,7 @@
 //! ```text
 //! cargo build --release -p tiktok-sandbox -p audience-sync-tests --bin tiktok-sandbox --bin bench-e2e
 //! target/release/bench-e2e [USERS=1000000] [--streaming USERS (default min(USERS, 1M))] [--qps 10] [--out FILE]
+//!     [--memory-mb 512 (the run's digest budget)] [--first-only (no resync)]
 //! ```
 //!
 //! Runs (1) the first customer-file sync of USERS, (2) a 1 %-churn resync (1 % of users leave, as many
@@ -46,6 +47,8 @@ struct Args {
     out: Option<String>,
     /// The run's digest memory budget (MB); beyond it, digests are sorted in files in the work dir.
     memory_mb: u64,
+    /// Only the first sync (no resync).
+    first_only: bool,
     /// Only the many-syncs scenario: this many streaming syncs of `users` each, run at once.
     syncs: usize,
 }
@@ -57,6 +60,7 @@ fn args() -> Result<Args> {
     let mut out = None;
     let mut syncs = 0;
     let mut memory_mb = 512;
+    let mut first_only = false;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -64,6 +68,7 @@ fn args() -> Result<Args> {
             "--qps" => qps = it.next().context("--qps N")?.parse()?,
             "--out" => out = Some(it.next().context("--out FILE")?),
             "--memory-mb" => memory_mb = it.next().context("--memory-mb MB")?.parse()?,
+            "--first-only" => first_only = true,
             "--syncs" => syncs = it.next().context("--syncs K")?.parse()?,
             n => {
                 users = n
@@ -80,6 +85,7 @@ fn args() -> Result<Args> {
         out,
         syncs,
         memory_mb,
+        first_only,
     })
 }
 
@@ -486,15 +492,17 @@ async fn main() -> Result<()> {
     results.push(r);
 
     // (2) 1 %-churn resync: the first 1 % leave, as many new users join
-    let (k2, size2, _) = b
-        .upload(&cohort, "2026-11-21T10:00", churn..n + churn)
-        .await?;
-    let d = b.direct(&k2, &b.sync(&sync.sync_id).await?).await?;
-    let mut r = b
-        .run("customer_file 1 % churn resync", &sync.sync_id, &k2, d)
-        .await?;
-    r["export_bytes"] = json!(size2);
-    results.push(r);
+    if !a.first_only {
+        let (k2, size2, _) = b
+            .upload(&cohort, "2026-11-21T10:00", churn..n + churn)
+            .await?;
+        let d = b.direct(&k2, &b.sync(&sync.sync_id).await?).await?;
+        let mut r = b
+            .run("customer_file 1 % churn resync", &sync.sync_id, &k2, d)
+            .await?;
+        r["export_bytes"] = json!(size2);
+        results.push(r);
+    }
 
     // (3) first streaming sync
     if a.streaming > 0 {
@@ -511,7 +519,7 @@ async fn main() -> Result<()> {
 
     let report = json!({
         "machine": machine(), "users": n, "streaming_users": a.streaming, "qps": a.qps,
-        "engine_settings": format!("{:?}", EngineSettings::default()),
+        "engine_settings": format!("{:?}", EngineSettings::default()), "memory_mb": a.memory_mb,
         "results": results,
     });
     let out = a.out.unwrap_or_else(|| format!("bench-e2e-{n}.json"));
