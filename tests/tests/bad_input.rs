@@ -414,7 +414,7 @@ impl World {
             .lock()
             .audiences
             .get(audience_id)
-            .map(|a| a.members.clone())
+            .map(|a| a.members.iter().map(hex::encode).collect())
             .unwrap_or_default()
     }
 

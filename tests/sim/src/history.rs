@@ -285,8 +285,10 @@ async fn check(world: &World, sync_id: &str, members: &BTreeSet<u32>) -> Result<
         v.push(format!("one audience per sync: found {}", auds.len()));
     }
     if let Some(a) = auds.first() {
-        let extra = a.members.difference(&expected).count();
-        let missing = expected.difference(&a.members).count();
+        let members: std::collections::BTreeSet<String> =
+            a.members.iter().map(hex::encode).collect();
+        let extra = members.difference(&expected).count();
+        let missing = expected.difference(&members).count();
         let held = (p.held_removals as usize, p.held_adds as usize);
         if (extra, missing) != held || (extra + missing > 0 && !size_hold) {
             v.push(format!(

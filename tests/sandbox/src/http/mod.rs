@@ -227,16 +227,26 @@ fn admit(st: &mut State, inc: &Incoming, arrival: Instant, captured: Option<Stri
 
 /// The answer to a request stopped before its handler (with its log entry completed), or the fault
 /// decision to go on with.
-fn stopped(gate: Gate, entry: &mut LogEntry, request_id: &str) -> Result<FaultDecision, Response> {
+fn stopped(
+    gate: Gate,
+    entry: &mut LogEntry,
+    request_id: &str,
+) -> Result<FaultDecision, Box<Response>> {
     let decision = match gate {
         Gate::NotFound => {
             entry.http_status = Some(404);
-            return Err(not_found());
+            return Err(Box::new(not_found()));
         }
         Gate::Limited(code, msg) => {
             entry.http_status = Some(200);
             entry.code = Some(code);
-            return Err(envelope(StatusCode::OK, code, &msg, request_id, json!({})));
+            return Err(Box::new(envelope(
+                StatusCode::OK,
+                code,
+                &msg,
+                request_id,
+                json!({}),
+            )));
         }
         Gate::Fault(d) => d,
     };
@@ -246,16 +256,22 @@ fn stopped(gate: Gate, entry: &mut LogEntry, request_id: &str) -> Result<FaultDe
             entry.code = Some(c);
             entry.fault = Some("code".into());
             let msg = "sandbox injected error";
-            Err(envelope(StatusCode::OK, c, msg, request_id, json!({})))
+            Err(Box::new(envelope(
+                StatusCode::OK,
+                c,
+                msg,
+                request_id,
+                json!({}),
+            )))
         }
         FaultDecision::Http(s) => {
             entry.http_status = Some(s);
             entry.fault = Some("http".into());
-            Err(gateway_error(s))
+            Err(Box::new(gateway_error(s)))
         }
         FaultDecision::DropBefore => {
             entry.fault = Some("drop_before".into());
-            Err(dropped())
+            Err(Box::new(dropped()))
         }
         d @ (FaultDecision::None | FaultDecision::DropAfter) => Ok(d),
     }
@@ -291,7 +307,7 @@ async fn open_api(AxState(sb): AxState<Shared>, req: Request) -> Response {
         Ok(d) => d,
         Err(answer) => {
             record(entry);
-            return answer;
+            return *answer;
         }
     };
     let outcome = dispatch(&mut sb.lock(), &inc, prepared);
