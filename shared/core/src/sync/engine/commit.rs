@@ -213,8 +213,8 @@ impl Engine {
                 merge::union(adds.iter_ranges(&acked_a)?, removes.iter_ranges(&acked_r)?)?,
             )
         };
-        let left = count_set(new_uncertain.clone()).await?;
-        ctx.ledger.uncertain_left = left;
+        // Only whether anything is left: put_set counts it while writing.
+        let none_left = is_empty(new_uncertain.clone()).await?;
         let name = format!("{}-{}", ctx.ledger.run_id, ctx.tenure.fence.fence);
         let (snapshot, digests) = self.put_set(ctx, new_base, mapping, &name).await?;
         new_objects.push(snapshot.clone());
@@ -249,12 +249,14 @@ impl Engine {
                 return Ok(None);
             }
         }
-        ctx.sync.progress.uncertain = if left == 0 {
+        ctx.ledger.uncertain_left = 0;
+        ctx.sync.progress.uncertain = if none_left {
             None
         } else {
             let name = format!("uncertain-{}-{}", ctx.ledger.run_id, ctx.tenure.fence.fence);
             let (r, digests) = self.put_set(ctx, new_uncertain, mapping, &name).await?;
             new_objects.push(r.clone());
+            ctx.ledger.uncertain_left = digests;
             Some(UncertainSet {
                 snapshot: r,
                 digests,
@@ -439,14 +441,16 @@ impl Engine {
     }
 }
 
-/// How many digests a stream yields (read on a blocking thread).
-async fn count_set(
+/// Whether a stream yields nothing (its first item read on a blocking thread).
+async fn is_empty(
     set: impl Fn() -> std::io::Result<DigestIter> + Send + 'static,
-) -> Result<u64, EngineError> {
-    tokio::task::spawn_blocking(move || merge::count(set()?))
-        .await
-        .map_err(|e| EngineError::Internal(format!("count task: {e}")))?
-        .map_err(|e| EngineError::Internal(format!("digest list: {e}")))
+) -> Result<bool, EngineError> {
+    tokio::task::spawn_blocking(move || {
+        Ok::<_, std::io::Error>(set()?.next().transpose()?.is_none())
+    })
+    .await
+    .map_err(|e| EngineError::Internal(format!("count task: {e}")))?
+    .map_err(|e| EngineError::Internal(format!("digest list: {e}")))
 }
 
 /// The snapshot header needs the count first: the stream is read twice (it is a merge of files or
