@@ -31,7 +31,7 @@ pub use clients::{Adapters, AwsClients};
 pub use cohorts::S3CohortStore;
 pub use config::{Config, ConfigError};
 pub use invoker::LambdaInvoker;
-pub use rate::DynamoRateGate;
+pub use rate::{DEFAULT_JITTER_ALLOWANCE, DynamoRateGate, GateStats};
 pub use schedules::EventBridgeSchedules;
 pub use state::DynamoStateStore;
 pub use vault::SecretsVault;

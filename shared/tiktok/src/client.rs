@@ -1,4 +1,4 @@
-//! The client: one place sends every request (limiter → app-wide gate → HTTP → envelope → retry), and one
+//! The client: one place sends every request (app-wide gate or in-process limiter → HTTP → envelope → retry), and one
 //! method per endpoint builds its request.
 
 use std::num::NonZeroU32;
@@ -66,14 +66,15 @@ impl Default for RetryPolicy {
 pub struct ClientConfig {
     /// Scheme and host (tests: the sandbox's base URL). API calls go to `<host>/open_api/v1.3/<path>/`.
     pub host: String,
-    /// Requests per second this process sends at most, evenly spaced (no bursts). Default 9.0: 90 % of
-    /// TikTok's basic tier (10/s) so arrival jitter never makes 11 in a window.
+    /// Requests per second this process sends at most, evenly spaced (no bursts), when there is no
+    /// `rate_gate` (with one, the gate alone spaces requests). Default 9.0: 90 % of TikTok's basic tier
+    /// (10/s) so arrival jitter never makes 11 in a window.
     pub rate_per_second: f64,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub retry: RetryPolicy,
-    /// The app-wide limiter shared by every runner (TikTok's limit is per app), called after the
-    /// in-process limiter before each request.
+    /// The app-wide limiter shared by every runner (TikTok's limit is per app), called before each
+    /// request instead of the in-process limiter.
     pub rate_gate: Option<Arc<dyn RateGate>>,
 }
 
@@ -327,12 +328,14 @@ impl TikTokClient {
         // Built before the slot is taken: a 10,000-id body takes milliseconds to serialize (more on a busy
         // CPU), and time spent between the slot and the send bunches requests (11 in a second at 10/s).
         let req = self.build_request(call).await?;
-        self.inner.limiter.until_ready().await;
-        if let Some(gate) = &self.inner.gate {
-            gate.acquire().await.map_err(|e| {
+        match &self.inner.gate {
+            // The app-wide gate spaces every request of the app, this process's too: a second, slower
+            // in-process spacing would only lower the rate.
+            Some(gate) => gate.acquire().await.map_err(|e| {
                 TikTokError::new(ErrorAction::Retry, ep, e.to_string())
                     .with_retry_after(e.retry_after)
-            })?;
+            })?,
+            None => self.inner.limiter.until_ready().await,
         }
         self.inner.counters.calls.fetch_add(1, Ordering::Relaxed);
         let resp = match req.send().await {

@@ -5,8 +5,8 @@
 //!   header; the consent page is `<host>/portal/auth`.
 //! - TikTok's envelope `code` decides, never the HTTP status alone; answers without an envelope (429, 5xx
 //!   with HTML, dropped connections, timeouts) are [`ErrorAction::OutcomeUnknown`].
-//! - An in-process `governor` limiter spaces requests at the configured rate (no bursts), then the optional
-//!   app-wide [`RateGate`](audience_core::ports::RateGate) is asked.
+//! - The app-wide [`RateGate`](audience_core::ports::RateGate), when set, spaces every request of the app;
+//!   without one, an in-process `governor` limiter spaces requests at the configured rate (no bursts).
 //! - Retryable and rate-limited errors are retried with exponential backoff and full jitter, bounded in
 //!   attempts and total time.
 //! - [`AudienceAdapter`] implements the sync engine's port `audience_core::sync::api::AudienceApi`.

@@ -21,6 +21,8 @@ use audience_core::sync::api::{
 use secrecy::SecretString;
 use serde::Deserialize;
 
+pub mod rate;
+
 /// Writes an Amplitude `existing` export of the users `range`: `Amplitude ID,User ID,email,country`, the email
 /// in mixed case (so normalization has work to do). Returns the file size in bytes.
 pub fn write_export(path: &Path, range: std::ops::Range<u64>) -> Result<u64> {
@@ -401,12 +403,14 @@ struct Ready {
 }
 
 /// One line of the sandbox's request log (the fields the bench reads).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 pub struct LogEntry {
     /// When the sandbox received it (ms since the epoch).
     #[serde(default)]
     pub ts_ms: u64,
     pub path: String,
+    #[serde(default)]
+    pub audience_id: Option<String>,
     pub action: Option<String>,
     pub ids: usize,
     pub code: Option<i64>,
@@ -422,14 +426,7 @@ pub fn achieved_rate(log: &[LogEntry]) -> (usize, f64, usize) {
         .map(|e| e.ts_ms)
         .collect();
     ts.sort_unstable();
-    let mut most = 0;
-    let mut j = 0;
-    for i in 0..ts.len() {
-        while ts[j] + 1000 <= ts[i] {
-            j += 1;
-        }
-        most = most.max(i - j + 1);
-    }
+    let most = rate::busiest(&ts, 1000);
     let mean = match (ts.first(), ts.last()) {
         (Some(a), Some(b)) if b > a => (ts.len() - 1) as f64 * 1000.0 / (b - a) as f64,
         _ => 0.0,
@@ -576,6 +573,7 @@ mod tests {
         LogEntry {
             ts_ms,
             path: "/open_api/v1.3/segment/mapping/".into(),
+            audience_id: None,
             action: Some("add".into()),
             ids: 1,
             code: Some(0),

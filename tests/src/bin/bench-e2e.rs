@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use audience_aws::{Adapters, Config};
+use audience_aws::{Adapters, Config, DynamoRateGate};
 use audience_core::cohort::reader::{find_column, open_maybe_gzip, scan_cohort};
 use audience_core::digests::merge::diff_counts;
 use audience_core::digests::snapshot::SnapshotReader;
@@ -31,6 +31,7 @@ use audience_core::ports::{CohortStore, CreateSync, StateStore, TikTokConnection
 use audience_core::sync::engine::Outcome;
 use audience_core::sync::{Deps, Engine, EngineSettings, RunnerInput};
 use audience_core::{KeyKind, Normalizer};
+use audience_sync_tests::bench::rate::{self, StampingGate};
 use audience_sync_tests::bench::{
     SandboxProcess, Stages, TimedApi, TimedStore, Timeline, achieved_rate, requests_by_action,
     sandbox_bin, stages, write_export,
@@ -51,6 +52,8 @@ struct Args {
     first_only: bool,
     /// Only the many-syncs scenario: this many streaming syncs of `users` each, run at once.
     syncs: usize,
+    /// The app-wide gate's jitter allowance (ms); default the runner's.
+    gate_allowance_ms: Option<u64>,
 }
 
 fn args() -> Result<Args> {
@@ -61,6 +64,7 @@ fn args() -> Result<Args> {
     let mut syncs = 0;
     let mut memory_mb = 512;
     let mut first_only = false;
+    let mut gate_allowance_ms = None;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -70,6 +74,9 @@ fn args() -> Result<Args> {
             "--memory-mb" => memory_mb = it.next().context("--memory-mb MB")?.parse()?,
             "--first-only" => first_only = true,
             "--syncs" => syncs = it.next().context("--syncs K")?.parse()?,
+            "--gate-allowance-ms" => {
+                gate_allowance_ms = Some(it.next().context("--gate-allowance-ms MS")?.parse()?)
+            }
             n => {
                 users = n
                     .replace('_', "")
@@ -86,6 +93,7 @@ fn args() -> Result<Args> {
         syncs,
         memory_mb,
         first_only,
+        gate_allowance_ms,
     })
 }
 
@@ -111,15 +119,18 @@ struct Bench {
     env: TestEnv,
     sandbox: SandboxProcess,
     adapters: Adapters,
-    engine: Engine,
+    engine: Arc<Engine>,
     timeline: Timeline,
     project: String,
     work: tempfile::TempDir,
     engine_spill: Spill,
+    gate: Arc<StampingGate>,
+    dynamo_gate: DynamoRateGate,
 }
 
 impl Bench {
-    async fn new(qps: u32, memory_mb: u64) -> Result<Bench> {
+    async fn new(a: &Args) -> Result<Bench> {
+        let (qps, memory_mb) = (a.qps, a.memory_mb);
         let _ = moto_endpoint();
         let env = TestEnv::new().await?;
         let sandbox = SandboxProcess::start(&sandbox_bin()?, qps)?;
@@ -141,16 +152,28 @@ impl Bench {
         vars.insert("TIKTOK_RATE", qps.to_string());
         let config = Config::from_lookup(|k| vars.get(k).cloned())?;
         let adapters = Adapters::new(&env.clients, &config)?;
+        let allowance = a.gate_allowance_ms.map_or(
+            audience_aws::DEFAULT_JITTER_ALLOWANCE,
+            Duration::from_millis,
+        );
+        let dynamo_gate = DynamoRateGate::with_jitter_allowance(
+            env.clients.dynamodb.clone(),
+            env.table.clone(),
+            "tiktok",
+            config.tiktok_rate,
+            allowance,
+        );
+        let gate = Arc::new(StampingGate::new(Arc::new(dynamo_gate.clone())));
         let client = TikTokClient::new(ClientConfig {
             host: config.tiktok_host.clone(),
             rate_per_second: config.tiktok_rate * audience_tiktok::TIER_SHARE,
-            rate_gate: Some(adapters.rate_gate.clone()),
+            rate_gate: Some(gate.clone()),
             ..ClientConfig::default()
         })?;
         let timeline = Timeline::default();
         let work = tempfile::tempdir()?;
         let engine_spill = Spill::from_budget(memory_mb << 20, work.path().to_path_buf());
-        let engine = Engine::new(
+        let engine = Arc::new(Engine::new(
             Deps {
                 state: adapters.state.clone(),
                 vault: adapters.vault.clone(),
@@ -174,7 +197,7 @@ impl Bench {
                 },
                 ..EngineSettings::default()
             },
-        );
+        ));
         let project = unique_name("bench");
         // Connect: consent, code exchange, token stored, integration connected, email mapping saved.
         let code = sandbox.consent_code().await?;
@@ -223,6 +246,8 @@ impl Bench {
             project,
             work,
             engine_spill,
+            gate,
+            dynamo_gate,
         })
     }
 
@@ -468,7 +493,7 @@ fn machine() -> Value {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let a = args()?;
-    let b = Bench::new(a.qps, a.memory_mb).await?;
+    let b = Bench::new(&a).await?;
     if a.syncs > 0 {
         return many_syncs(&b, &a).await;
     }
@@ -541,15 +566,22 @@ async fn many_syncs(b: &Bench, a: &Args) -> Result<()> {
         keys.push((sync.sync_id, key));
     }
     let before = b.sandbox.requests().await?.len();
+    let released_before = b.gate.stamps().len();
     let t = Instant::now();
-    let runs = keys.iter().map(|(_, key)| {
-        let event = json!({"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
-            "s3": {"bucket": {"name": b.env.bucket}, "object": {"key": key.replace(':', "%3A")}}}]});
-        async move {
-            let input = RunnerInput::parse(&event)?;
-            b.engine.handle(input, None).await.map_err(anyhow::Error::from)
-        }
-    });
+    // Each run is its own task (as each would be its own Lambda process), so one run's CPU work never keeps
+    // another from being polled when its slot comes.
+    let runs: Vec<_> = keys
+        .iter()
+        .map(|(_, key)| {
+            let event = json!({"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+                "s3": {"bucket": {"name": b.env.bucket}, "object": {"key": key.replace(':', "%3A")}}}]});
+            let engine = b.engine.clone();
+            tokio::spawn(async move {
+                let input = RunnerInput::parse(&event)?;
+                engine.handle(input, None).await.map_err(anyhow::Error::from)
+            })
+        })
+        .collect();
     let outcomes = futures::future::join_all(runs).await;
     let wall = t.elapsed();
     let mut succeeded = 0;
@@ -559,19 +591,45 @@ async fn many_syncs(b: &Bench, a: &Args) -> Result<()> {
                 state: RunState::Succeeded,
                 ..
             },
-        ] = o?.as_slice()
+        ] = o??.as_slice()
         {
             succeeded += 1;
         }
     }
     let log = b.sandbox.requests().await?;
-    let (busiest, mean, n) = achieved_rate(&log[before..]);
+    let log = &log[before..];
+    let (busiest, mean, n) = achieved_rate(log);
+    let released = b.gate.stamps().split_off(released_before);
+    let mut received: Vec<u64> = log
+        .iter()
+        .filter(|e| !e.path.contains("oauth2"))
+        .map(|e| e.ts_ms)
+        .collect();
+    received.sort_unstable();
+    let mut by_time: Vec<(u64, Option<&str>)> = log
+        .iter()
+        .filter(|e| e.path.starts_with("/open_api/") && !e.path.contains("oauth2"))
+        .map(|e| (e.ts_ms, e.audience_id.as_deref()))
+        .collect();
+    by_time.sort_by_key(|r| r.0);
+    let contended = rate::contended_rate(&by_time);
     let report = json!({
         "machine": machine(), "syncs": a.syncs, "users_per_sync": a.users, "succeeded": succeeded,
         "configured_qps": a.qps, "tiktok_requests": n, "wall_s": wall.as_secs_f64(),
+        "gate_allowance_ms": a.gate_allowance_ms
+            .unwrap_or(audience_aws::DEFAULT_JITTER_ALLOWANCE.as_millis() as u64),
         "mean_requests_per_s": mean, "busiest_second": busiest,
         "mean_share_of_configured": mean / a.qps as f64,
-        "rejected_40100": log[before..].iter().filter(|e| e.code == Some(40100)).count(),
+        "contended_requests_per_s": contended,
+        "contended_share_of_configured": contended.map(|c| c / a.qps as f64),
+        "rejected_40100": log.iter().filter(|e| e.code == Some(40100)).count(),
+        "released_by_gate": released.len(),
+        "busiest_second_released": rate::busiest(&released, 1_000_000),
+        "release_to_receive_ms_min_p50_p99_max": rate::delivery_ms(&released, &received),
+        "gate": b.dynamo_gate.stats(),
+        "received_per_second": rate::per_second(&received),
+        // Every request TikTok saw, in order: what made a burst, or stretched the tail of the run.
+        "requests": log,
     });
     let out = a
         .out
