@@ -266,24 +266,24 @@ impl<R: Read> Splitter<R> {
         }
     }
 
-    /// Appends up to `chunk` more bytes; sets `eof` at the end of the input.
+    /// Appends up to `chunk` more bytes; sets `eof` at the end of the input. `read_to_end` reads into the
+    /// spare capacity (a file's reads do not zero it first) and retries interrupted reads.
     fn fill(&mut self) -> io::Result<()> {
         let start = self.pending.len();
         // Exact growth: a stretch without a boundary costs `max_pending`, not the next power of two.
         self.pending.reserve_exact(self.chunk);
-        self.pending.resize(start + self.chunk, 0);
-        let got = loop {
-            match self.input.read(&mut self.pending[start..]) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.pending.truncate(start);
-                    return Err(e);
-                }
+        let got = match (&mut self.input)
+            .take(self.chunk as u64)
+            .read_to_end(&mut self.pending)
+        {
+            Ok(n) => n,
+            Err(e) => {
+                self.pending.truncate(start);
+                return Err(e);
             }
         };
-        self.pending.truncate(start + got);
-        if got == 0 {
+        // Fewer bytes than asked: `read_to_end` stopped at the end of the input.
+        if got < self.chunk {
             self.eof = true;
         }
         Ok(())
@@ -292,6 +292,10 @@ impl<R: Read> Splitter<R> {
 
 /// Just past the last `\n` at which the quotes since the start are balanced (`None`: no such line break).
 fn last_boundary(buf: &[u8]) -> Option<usize> {
+    // Most exports quote nothing: then it is simply the last line break.
+    if memchr::memchr(b'"', buf).is_none() {
+        return memchr::memrchr(b'\n', buf).map(|i| i + 1);
+    }
     let mut open = false;
     let mut last = None;
     for i in memchr::memchr2_iter(b'"', b'\n', buf) {

@@ -318,6 +318,35 @@ impl SortedWriter {
     }
 
     /// Writes a sorted stream to a list.
+    /// A whole sorted set at once: in memory up to `list_max`, else in a file.
+    pub fn from_set(spill: &Spill, set: DigestSet) -> io::Result<Sorted> {
+        if set.len() <= spill.list_max {
+            return Ok(Sorted::from_set(set));
+        }
+        SortedWriter::to_disk(spill, &set)
+    }
+
+    /// A set written to a file in large blocks. It is sorted and unique by construction: no digest is
+    /// compared again.
+    pub fn to_disk(spill: &Spill, set: &DigestSet) -> io::Result<Sorted> {
+        let mut w = SortedWriter::new(spill);
+        w.move_to_disk()?;
+        let Some((file, _)) = &mut w.disk else {
+            return Err(io::Error::other("spill file not opened"));
+        };
+        let mut block = Vec::with_capacity(IO_BUF);
+        for chunk in set.as_slice().chunks(IO_BUF / 32) {
+            block.clear();
+            for d in chunk {
+                block.extend_from_slice(&d.0);
+            }
+            file.write_all(&block)?;
+        }
+        w.len = set.len();
+        w.last = set.as_slice().last().copied();
+        w.finish()
+    }
+
     pub fn collect(spill: &Spill, it: DigestIter) -> io::Result<Sorted> {
         let mut w = SortedWriter::new(spill);
         for d in it {

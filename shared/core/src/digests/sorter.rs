@@ -39,9 +39,15 @@ impl Sorter {
         Ok(())
     }
 
-    pub fn extend(&mut self, ds: &[Digest]) -> io::Result<()> {
-        for d in ds {
-            self.push(*d)?;
+    /// `push` of each, copied in blocks as the buffer allows (a parallel reader hands over whole chunks).
+    pub fn extend(&mut self, mut ds: &[Digest]) -> io::Result<()> {
+        while !ds.is_empty() {
+            if self.buf.len() == self.buf.capacity() {
+                self.grow()?;
+            }
+            let room = (self.buf.capacity() - self.buf.len()).min(ds.len());
+            self.buf.extend_from_slice(&ds[..room]);
+            ds = &ds[room..];
         }
         Ok(())
     }
@@ -64,11 +70,7 @@ impl Sorter {
         self.dups += dups;
         let mut to_disk = self.spill.clone();
         to_disk.list_max = 0;
-        let mut w = SortedWriter::new(&to_disk);
-        for d in set.as_slice() {
-            w.push(*d)?;
-        }
-        self.runs.push(w.finish()?);
+        self.runs.push(SortedWriter::to_disk(&to_disk, &set)?);
         if self.runs.len() >= MAX_RUNS {
             // Each run holds a file open: merge them into one before there are too many.
             let (one, across) = merge_runs(std::mem::take(&mut self.runs), &to_disk)?;
@@ -87,12 +89,7 @@ impl Sorter {
         if self.runs.is_empty() {
             let (set, dups) =
                 DigestSet::from_unsorted_par(std::mem::take(&mut self.buf), self.threads);
-            let list = if set.len() > self.spill.list_max {
-                SortedWriter::collect(&self.spill, Sorted::from_set(set).iter()?)?
-            } else {
-                Sorted::from_set(set)
-            };
-            return Ok((list, dups));
+            return Ok((SortedWriter::from_set(&self.spill, set)?, dups));
         }
         if !self.buf.is_empty() {
             self.write_run()?;
