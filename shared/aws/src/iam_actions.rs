@@ -129,8 +129,8 @@ pub const CALLS: &[AwsCall] = &[
     ),
     // Previews: created by save-mapping, finished by the runner.
     call("state/runs.rs", "put_item", &["dynamodb:PutItem"], &[R, M]),
-    // rate.rs (DynamoDB): the app-wide TikTok rate gate, before every TikTok request.
-    call("rate.rs", "get_item", &["dynamodb:GetItem"], &[R, O, M]),
+    // rate.rs (DynamoDB): the app-wide TikTok rate gate, before every TikTok request. Conditional updates
+    // only (a failed one returns the item it saw); the same functions hold GetItem for state.rs anyway.
     call(
         "rate.rs",
         "update_item",

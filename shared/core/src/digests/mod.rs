@@ -158,8 +158,6 @@ impl DigestSet {
     }
 }
 
-#[inline]
-/// Reorders `v` so digests are grouped by first byte, ascending; returns each bucket's end.
 /// Sorts `v`, whose digests share the top `bit` bits of their first byte, on `threads` threads.
 fn sort_split(v: &mut [Digest], threads: usize, bit: u32) {
     if threads <= 1 || bit >= 8 || v.len() < 1 << 14 {
@@ -199,7 +197,9 @@ fn partition_by_bit(v: &mut [Digest], bit: u32) -> usize {
     }
 }
 
-/// American flag sort step on byte `k`: buckets in place, returns each bucket's end.
+/// American flag sort step on byte `k`: reorders `v` so digests are grouped by that byte, ascending (in
+/// place); returns each bucket's end.
+#[inline]
 fn partition_by_byte(v: &mut [Digest], k: usize) -> [usize; 256] {
     let mut counts = [0usize; 256];
     for d in v.iter() {

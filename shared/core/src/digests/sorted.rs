@@ -317,7 +317,6 @@ impl SortedWriter {
         }
     }
 
-    /// Writes a sorted stream to a list.
     /// A whole sorted set at once: in memory up to `list_max`, else in a file.
     pub fn from_set(spill: &Spill, set: DigestSet) -> io::Result<Sorted> {
         if set.len() <= spill.list_max {
@@ -347,6 +346,7 @@ impl SortedWriter {
         w.finish()
     }
 
+    /// Writes a sorted stream to a list.
     pub fn collect(spill: &Spill, it: DigestIter) -> io::Result<Sorted> {
         let mut w = SortedWriter::new(spill);
         for d in it {
