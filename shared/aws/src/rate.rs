@@ -28,6 +28,7 @@ use audience_core::ports::{RateGate, RateGateError};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
 
 use crate::state::{get_n, n, s};
@@ -160,11 +161,7 @@ impl DynamoRateGate {
     async fn take_next(&self, now: i64) -> Result<Take, RateGateError> {
         let latest = now + MAX_WAIT.as_micros() as i64;
         let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(self.key.clone()))
-            .key("sk", s("GCRA"))
+            .update()
             .update_expression("ADD tat_us :i")
             .condition_expression("tat_us BETWEEN :now AND :latest")
             .expression_attribute_values(":i", n(self.interval_us))
@@ -202,11 +199,7 @@ impl DynamoRateGate {
     async fn restart(&self, now: i64, lead: i64) -> Result<Option<i64>, RateGateError> {
         let slot = now + lead;
         let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(self.key.clone()))
-            .key("sk", s("GCRA"))
+            .update()
             .update_expression("SET tat_us = :new, item_type = :t")
             .condition_expression("attribute_not_exists(tat_us) OR tat_us < :now")
             .expression_attribute_values(":new", n(slot + self.interval_us))
@@ -219,6 +212,15 @@ impl DynamoRateGate {
             Err(e) if condition_failed_tat(&e).is_some() => Ok(None),
             Err(e) => Err(Self::dynamo(e)),
         }
+    }
+
+    /// An update of this app's gate item.
+    fn update(&self) -> UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(self.key.clone()))
+            .key("sk", s("GCRA"))
     }
 
     fn dynamo<E: std::fmt::Display>(e: E) -> RateGateError {
