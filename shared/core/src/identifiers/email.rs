@@ -82,22 +82,19 @@ pub(super) fn digest_ascii<const FIELD: bool>(raw: &[u8]) -> Option<Result<Diges
         hex::decode_to_slice(t, &mut d).ok()?;
         return Some(Ok(Digest(d)));
     }
-    // The common already-normalized email (lowercase, no blanks, no tag) is validated and hashed in place,
-    // without copying: eight bytes at a time tell it, else one pass collects which byte classes occur.
-    let plain = plain_graphic(t) || {
-        let mut seen = 0u32;
-        for &b in t {
-            seen |= 1 << class(b);
-        }
-        if seen & (1 << OTHER) != 0 {
-            return None;
-        }
-        if FIELD && seen & (1 << BREAK) != 0 {
-            return Some(Err(SkipReason::MalformedRow));
-        }
-        seen & !((1 << PLAIN) | (1 << AT)) == 0
-    };
-    if plain {
+    // One branch-free pass collects which byte classes occur; the common already-normalized email (lowercase,
+    // no blanks, no tag) is validated and hashed in place, without copying.
+    let mut seen = 0u32;
+    for &b in t {
+        seen |= 1 << class(b);
+    }
+    if seen & (1 << OTHER) != 0 {
+        return None;
+    }
+    if FIELD && seen & (1 << BREAK) != 0 {
+        return Some(Err(SkipReason::MalformedRow));
+    }
+    if seen & !((1 << PLAIN) | (1 << AT)) == 0 {
         let mut ats = t.iter().enumerate().filter(|(_, b)| **b == b'@');
         return match (ats.next(), ats.next()) {
             (Some((p, _)), None) if p > 0 && valid_domain(&t[p + 1..]) => Some(Ok(sha256(t))),
@@ -155,41 +152,6 @@ pub(super) fn digest_ascii<const FIELD: bool>(raw: &[u8]) -> Option<Result<Diges
     }
 }
 
-const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-
-/// True only if every byte is a visible ASCII character (0x21-0x7E) other than `A`-`Z` and `+`: all of them
-/// `PLAIN` or `AT`, so nothing to lowercase, strip or cut. (False for some inputs that are plain too, such
-/// as control characters: the class pass decides those.) Eight bytes per step, with the classic SWAR
-/// "has a byte less than / greater than / between" tests, exact for ASCII words.
-fn plain_graphic(t: &[u8]) -> bool {
-    let word_ok = |w: u64| -> bool {
-        let low7 = w & !HIGHS;
-        let non_ascii = w & HIGHS;
-        let below_21 = w.wrapping_sub(ONES * 0x21) & !w;
-        // Adding 127 - 0x7E (= 1) to each 7-bit byte sets its top bit only for 0x7F.
-        let above_7e = low7.wrapping_add(ONES) | w;
-        // Bytes strictly between 0x40 and 0x5B: `A`-`Z`.
-        let upper =
-            (ONES * (127 + 0x5B)).wrapping_sub(low7) & !w & low7.wrapping_add(ONES * (127 - 0x40));
-        let x = w ^ (ONES * u64::from(b'+'));
-        let plus = x.wrapping_sub(ONES) & !x;
-        (non_ascii | ((below_21 | above_7e | upper | plus) & HIGHS)) == 0
-    };
-    let mut chunks = t.chunks_exact(8);
-    for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        if !word_ok(u64::from_le_bytes(w)) {
-            return false;
-        }
-    }
-    let rest = chunks.remainder();
-    let mut w = [b'a'; 8];
-    w[..rest.len()].copy_from_slice(rest);
-    word_ok(u64::from_le_bytes(w))
-}
-
 /// Steps 2-5 on any input (the reference implementation of the rule).
 pub(super) fn normalize_unicode(v: &str) -> Result<String, SkipReason> {
     if is_hex_of_len(v, 32) {
@@ -240,30 +202,6 @@ mod tests {
             return false;
         };
         first != b'.' && last != b'.' && d.contains(&b'.') && !d.windows(2).any(|w| w == b"..")
-    }
-
-    #[test]
-    fn the_word_test_accepts_exactly_the_visible_non_upper_non_plus_bytes_in_every_position() {
-        let allowed = |b: u8| (0x21..=0x7E).contains(&b) && !b.is_ascii_uppercase() && b != b'+';
-        for len in 1..=17 {
-            for at in 0..len {
-                for b in 0..=255u8 {
-                    let mut t = vec![b'a'; len];
-                    t[at] = b;
-                    assert_eq!(
-                        super::plain_graphic(&t),
-                        allowed(b),
-                        "byte {b:#x} at {at} of {len}"
-                    );
-                    // The class table agrees where the word test says plain.
-                    if allowed(b) {
-                        assert!(matches!(super::CLASS[b as usize], super::PLAIN | super::AT));
-                    }
-                }
-            }
-        }
-        assert!(super::plain_graphic(b""));
-        assert!(super::plain_graphic(b"first.last_1@example-mail.co.uk"));
     }
 
     #[test]
